@@ -14,12 +14,14 @@
 //! gradient-descent and Newton solvers, and accept steps by an approximate-Wolfe test once
 //! round-off dominates, which is what lets them reach $\lVert\nabla f\rVert\le10^{-10}$.
 
+pub mod driver;
 mod gd;
 mod lbfgs;
 mod linesearch;
 mod newton;
 mod observe;
 
+pub use driver::{solve, OptimizerSpec, Precision, SolveOutcome, SolveSpec, SolveSummary};
 pub use gd::GradientDescent;
 pub use lbfgs::Lbfgs;
 pub use newton::TrustRegionNewton;

@@ -1,1 +1,22 @@
-fn main() {}
+//! The `ufm` command-line tool: a thin layer over the `ufm` library.
+//! Each subcommand lives in its own `cmd_*.rs` file; errors become `Error: ...` and exit code 1.
+
+mod cli;
+mod cmd_solve;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let result = match cli.command {
+        cli::Command::Solve(args) => cmd_solve::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
