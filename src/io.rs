@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 
 /// A temporary sibling of `path` (same directory, so `rename` is atomic).
 fn tmp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
@@ -21,7 +24,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Like [`write_atomic`], with a writer callback.
-pub fn write_atomic_with(path: &Path, write: impl FnOnce(&mut fs::File) -> std::io::Result<()>) -> Result<()> {
+pub fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut fs::File) -> std::io::Result<()>,
+) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
     }
@@ -44,7 +50,11 @@ pub fn write_atomic_with(path: &Path, write: impl FnOnce(&mut fs::File) -> std::
 /// Saves a UFM point as `.npz` with arrays `W` ($K\times d$), `H` ($d\times N$, the paper's
 /// orientation), `b` ($K$; zeros without bias) and `labels` ($N$, int64), in the point's
 /// precision. numpy reads it with `np.load`.
-pub fn save_ufm_npz<T: Real + ndarray_npy::WritableElement>(path: &Path, p: &UfmProblem, x: &[T]) -> Result<()> {
+pub fn save_ufm_npz<T: Real + ndarray_npy::WritableElement>(
+    path: &Path,
+    p: &UfmProblem,
+    x: &[T],
+) -> Result<()> {
     p.check_len("point", x)?;
     let (w, ht, b) = p.split(x);
     let h: Array2<T> = ht.t().to_owned();
@@ -73,7 +83,10 @@ mod tests {
         write_atomic(&p, b"one").unwrap();
         write_atomic(&p, b"two").unwrap();
         assert_eq!(fs::read_to_string(&p).unwrap(), "two");
-        let names: Vec<_> = fs::read_dir(p.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(p.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 1, "{names:?}");
     }
 

@@ -19,6 +19,7 @@
 //! | [`metrics`] | streaming class statistics and the NC metrics |
 //! | [`linalg`] | faer-backed symmetric eigensolver and SVD |
 //! | [`io`] | atomic writes, `.npz` export |
+//! | [`plot`] | PNG + SVG figures with an embedded font |
 //!
 //! Everything numerical is generic over [`Real`] (`f64` for theory checks, `f32` for speed).
 //!
@@ -35,11 +36,14 @@
 //! ```
 
 #![warn(missing_docs)]
+// Numeric code: `!(x > 0.0)` deliberately treats NaN as failing; index loops mirror the formulas.
+#![allow(clippy::neg_cmp_op_on_partial_ord, clippy::needless_range_loop)]
 
 pub mod error;
 pub mod io;
 pub mod linalg;
 pub mod metrics;
+pub mod plot;
 pub mod real;
 pub mod solver;
 pub mod ufm;

@@ -34,7 +34,10 @@ pub fn singular_values(a: ArrayView2<f64>) -> Result<Vec<f64>> {
 
 /// Thin SVD $A=U\Sigma V^\top$: returns $(U, \sigma, V)$ with $\sigma$ descending.
 pub fn thin_svd(a: ArrayView2<f64>) -> Result<(Array2<f64>, Vec<f64>, Array2<f64>)> {
-    let s = a.into_faer().thin_svd().map_err(|e| Error::numerical("SVD", format!("{e:?}")))?;
+    let s = a
+        .into_faer()
+        .thin_svd()
+        .map_err(|e| Error::numerical("SVD", format!("{e:?}")))?;
     let u = s.U().into_ndarray().to_owned();
     let v = s.V().into_ndarray().to_owned();
     let sv: Vec<f64> = s.S().column_vector().iter().copied().collect();
@@ -43,10 +46,16 @@ pub fn thin_svd(a: ArrayView2<f64>) -> Result<(Array2<f64>, Vec<f64>, Array2<f64
 
 fn check_square(what: &str, a: &ArrayView2<f64>) -> Result<()> {
     if a.nrows() != a.ncols() {
-        return Err(Error::shape(what, "a square matrix", format!("{}x{}", a.nrows(), a.ncols())));
+        return Err(Error::shape(
+            what,
+            "a square matrix",
+            format!("{}x{}", a.nrows(), a.ncols()),
+        ));
     }
     if a.iter().any(|v| !v.is_finite()) {
-        return Err(Error::NonFinite { what: format!("the matrix given to {what}") });
+        return Err(Error::NonFinite {
+            what: format!("the matrix given to {what}"),
+        });
     }
     Ok(())
 }

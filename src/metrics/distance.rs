@@ -17,7 +17,11 @@ use serde::Serialize;
 /// closed-form expression above cancels catastrophically near zero).
 pub fn procrustes_distance(x: ArrayView2<f64>, y: ArrayView2<f64>) -> Result<f64> {
     if x.dim() != y.dim() {
-        return Err(Error::shape("Procrustes", format!("{:?}", y.dim()), format!("{:?}", x.dim())));
+        return Err(Error::shape(
+            "Procrustes",
+            format!("{:?}", y.dim()),
+            format!("{:?}", x.dim()),
+        ));
     }
     let c = x.t().dot(&y);
     let (u, _, v) = thin_svd(c.view())?;
@@ -40,7 +44,11 @@ pub struct MinimizerDistance {
 }
 
 /// Distance of `x` to the closed-form minimizer set `gm` of problem `p`.
-pub fn distance_to_minimizer<T: Real>(p: &UfmProblem, x: &[T], gm: &GlobalMinimum) -> Result<MinimizerDistance> {
+pub fn distance_to_minimizer<T: Real>(
+    p: &UfmProblem,
+    x: &[T],
+    gm: &GlobalMinimum,
+) -> Result<MinimizerDistance> {
     p.check_len("point", x)?;
     let star = gm.point(p, crate::ufm::EtfEmbedding::Random { seed: 0 })?;
     let (w, ht, b) = p.split(x);
@@ -57,11 +65,19 @@ pub fn distance_to_minimizer<T: Real>(p: &UfmProblem, x: &[T], gm: &GlobalMinimu
         None => 0.0,
         Some(b) => {
             let b: Vec<f64> = b.iter().map(|v| v.to_f64_()).collect();
-            let target = if gm.bias_free_along_ones { b.iter().sum::<f64>() / b.len() as f64 } else { gm.bias };
+            let target = if gm.bias_free_along_ones {
+                b.iter().sum::<f64>() / b.len() as f64
+            } else {
+                gm.bias
+            };
             b.iter().map(|v| (v - target).powi(2)).sum::<f64>().sqrt()
         }
     };
-    Ok(MinimizerDistance { wh_relative, w_relative, bias })
+    Ok(MinimizerDistance {
+        wh_relative,
+        w_relative,
+        bias,
+    })
 }
 
 #[cfg(test)]

@@ -63,7 +63,11 @@ pub struct NcSummary {
 }
 
 /// Computes [`NcSummary`] from feature statistics and an optional classifier.
-pub fn nc_summary(stats: &FeatureStats, w: Option<ArrayView2<f64>>, b: Option<ArrayView1<f64>>) -> Result<NcSummary> {
+pub fn nc_summary(
+    stats: &FeatureStats,
+    w: Option<ArrayView2<f64>>,
+    b: Option<ArrayView1<f64>>,
+) -> Result<NcSummary> {
     let gm = GlobalMean::Weighted;
     let nc1 = nc1::nc1_pinv(stats, gm, None)?;
     let nc2_h = nc2::nc2_h(stats, gm)?;
@@ -73,7 +77,13 @@ pub fn nc_summary(stats: &FeatureStats, w: Option<ArrayView2<f64>>, b: Option<Ar
         nc3 = Some(nc3::nc3(stats, w, gm)?);
         bias = Some(nc4::bias_collapse(stats, w, b)?);
     }
-    Ok(NcSummary { nc1, nc2_w, nc2_h, nc3, bias })
+    Ok(NcSummary {
+        nc1,
+        nc2_w,
+        nc2_h,
+        nc3,
+        bias,
+    })
 }
 
 /// NC metrics of a UFM point: the features are the rows of $H^\top$, the labels the problem's.

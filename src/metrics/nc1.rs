@@ -25,9 +25,15 @@ pub fn default_rtol(stats: &FeatureStats) -> f64 {
 }
 
 /// $\bar M^\top\Sigma_W\bar M$ ($K\times K$) and $G=\bar M^\top\bar M$.
-pub fn projected_within(stats: &FeatureStats, gm: GlobalMean) -> Result<(Array2<f64>, Array2<f64>)> {
+pub fn projected_within(
+    stats: &FeatureStats,
+    gm: GlobalMean,
+) -> Result<(Array2<f64>, Array2<f64>)> {
     let sw = stats.sigma_w().ok_or_else(|| {
-        Error::Unsupported("NC1 needs the within-class scatter; accumulate with ClassStats::new (scatter on)".into())
+        Error::Unsupported(
+            "NC1 needs the within-class scatter; accumulate with ClassStats::new (scatter on)"
+                .into(),
+        )
     })?;
     let mt = stats.centred_means(gm); // K × d
     let g = mt.dot(&mt.t());

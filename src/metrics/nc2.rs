@@ -18,7 +18,11 @@ use ndarray::{Array2, ArrayView2};
 pub fn etf_error(a: ArrayView2<f64>) -> Result<f64> {
     let k = a.nrows();
     if a.ncols() != k || k < 2 {
-        return Err(Error::shape("ETF error", "a KxK matrix with K >= 2", format!("{}x{}", a.nrows(), a.ncols())));
+        return Err(Error::shape(
+            "ETF error",
+            "a KxK matrix with K >= 2",
+            format!("{}x{}", a.nrows(), a.ncols()),
+        ));
     }
     let nrm = a.iter().map(|v| v * v).sum::<f64>().sqrt();
     if !(nrm > 0.0) {

@@ -17,10 +17,16 @@ pub fn nc3(stats: &FeatureStats, w: ArrayView2<f64>, gm: GlobalMean) -> Result<f
 pub(crate) fn check_w(stats: &FeatureStats, w: &ArrayView2<f64>) -> Result<()> {
     let (k, d) = (stats.n_classes(), stats.feature_dim());
     if w.dim() != (k, d) {
-        return Err(Error::shape("classifier W", format!("{k}x{d} (classes x feature dim)"), format!("{}x{}", w.nrows(), w.ncols())));
+        return Err(Error::shape(
+            "classifier W",
+            format!("{k}x{d} (classes x feature dim)"),
+            format!("{}x{}", w.nrows(), w.ncols()),
+        ));
     }
     if w.iter().any(|v| !v.is_finite()) {
-        return Err(Error::NonFinite { what: "classifier W".into() });
+        return Err(Error::NonFinite {
+            what: "classifier W".into(),
+        });
     }
     Ok(())
 }

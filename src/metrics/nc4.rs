@@ -8,12 +8,20 @@ use crate::error::{Error, Result};
 use ndarray::{ArrayView1, ArrayView2};
 
 /// $\lVert W\mu_G+b\rVert_2$ ($b=0$ when `None`).
-pub fn bias_collapse(stats: &FeatureStats, w: ArrayView2<f64>, b: Option<ArrayView1<f64>>) -> Result<f64> {
+pub fn bias_collapse(
+    stats: &FeatureStats,
+    w: ArrayView2<f64>,
+    b: Option<ArrayView1<f64>>,
+) -> Result<f64> {
     check_w(stats, &w)?;
     let mut v = w.dot(&stats.global_mean(GlobalMean::Weighted));
     if let Some(b) = b {
         if b.len() != v.len() {
-            return Err(Error::shape("bias b", format!("{}", v.len()), format!("{}", b.len())));
+            return Err(Error::shape(
+                "bias b",
+                format!("{}", v.len()),
+                format!("{}", b.len()),
+            ));
         }
         v += &b;
     }

@@ -91,16 +91,36 @@ impl ClassStats {
     /// are split into chunks processed in parallel and merged.
     pub fn push<T: Real>(&mut self, x: ArrayView2<T>, labels: &[u32]) -> Result<()> {
         if x.ncols() != self.d {
-            return Err(Error::shape("features", format!("{} columns (feature dimension)", self.d), format!("{}", x.ncols())));
+            return Err(Error::shape(
+                "features",
+                format!("{} columns (feature dimension)", self.d),
+                format!("{}", x.ncols()),
+            ));
         }
         if x.nrows() != labels.len() {
-            return Err(Error::shape("labels", format!("{} labels (one per feature row)", x.nrows()), format!("{}", labels.len())));
+            return Err(Error::shape(
+                "labels",
+                format!("{} labels (one per feature row)", x.nrows()),
+                format!("{}", labels.len()),
+            ));
         }
-        if let Some((i, &y)) = labels.iter().enumerate().find(|(_, &y)| y as usize >= self.k) {
-            return Err(Error::Data(format!("label {y} at row {i} is outside 0..{} (K = {})", self.k, self.k)));
+        if let Some((i, &y)) = labels
+            .iter()
+            .enumerate()
+            .find(|(_, &y)| y as usize >= self.k)
+        {
+            return Err(Error::Data(format!(
+                "label {y} at row {i} is outside 0..{} (K = {})",
+                self.k, self.k
+            )));
         }
-        if let Some(i) = x.outer_iter().position(|r| r.iter().any(|v| !v.is_finite())) {
-            return Err(Error::NonFinite { what: format!("feature row {i}") });
+        if let Some(i) = x
+            .outer_iter()
+            .position(|r| r.iter().any(|v| !v.is_finite()))
+        {
+            return Err(Error::NonFinite {
+                what: format!("feature row {i}"),
+            });
         }
         if x.nrows() <= CHUNK {
             let part = self.batch_stats(x, labels);
@@ -156,10 +176,16 @@ impl ClassStats {
     /// Merges another accumulator (same $K$, $d$) into this one (Chan et al. update).
     pub fn merge(&mut self, other: ClassStats) -> Result<()> {
         if other.k != self.k || other.d != self.d {
-            return Err(Error::shape("merged statistics", format!("K={}, d={}", self.k, self.d), format!("K={}, d={}", other.k, other.d)));
+            return Err(Error::shape(
+                "merged statistics",
+                format!("K={}, d={}", self.k, self.d),
+                format!("K={}, d={}", other.k, other.d),
+            ));
         }
         if self.scatter.is_some() != other.scatter.is_some() {
-            return Err(Error::Unsupported("cannot merge statistics with and without the scatter matrix".into()));
+            return Err(Error::Unsupported(
+                "cannot merge statistics with and without the scatter matrix".into(),
+            ));
         }
         // Rows √(n m/(n+m)) (ν − μ) of the rank-K correction.
         let mut corr = Array2::<f64>::zeros((self.k, self.d));
@@ -198,7 +224,12 @@ impl ClassStats {
                 self.k
             )));
         }
-        Ok(FeatureStats { counts: self.counts, means: self.means, scatter: self.scatter, class_ss: self.class_ss })
+        Ok(FeatureStats {
+            counts: self.counts,
+            means: self.means,
+            scatter: self.scatter,
+            class_ss: self.class_ss,
+        })
     }
 }
 
@@ -296,12 +327,16 @@ mod tests {
         // Uneven batches, and a parallel push of the rest.
         let mut acc = ClassStats::new(4, 6);
         acc.push(x.slice(ndarray::s![..7, ..]), &y[..7]).unwrap();
-        acc.push(x.slice(ndarray::s![7..300, ..]), &y[7..300]).unwrap();
-        acc.push(x.slice(ndarray::s![300.., ..]), &y[300..]).unwrap();
+        acc.push(x.slice(ndarray::s![7..300, ..]), &y[7..300])
+            .unwrap();
+        acc.push(x.slice(ndarray::s![300.., ..]), &y[300..])
+            .unwrap();
         let st = acc.finish().unwrap();
         let scale = s_ref.iter().fold(0.0f64, |a, v| a.max(v.abs()));
         assert!((&st.means - &m_ref).iter().all(|v| v.abs() < 1e-12));
-        assert!((st.scatter.as_ref().unwrap() - &s_ref).iter().all(|v| v.abs() < 1e-12 * scale));
+        assert!((st.scatter.as_ref().unwrap() - &s_ref)
+            .iter()
+            .all(|v| v.abs() < 1e-12 * scale));
         let tr: f64 = (0..6).map(|i| s_ref[[i, i]]).sum();
         assert!((st.class_ss.iter().sum::<f64>() - tr).abs() < 1e-12 * tr);
     }
@@ -341,19 +376,32 @@ mod tests {
             }
         }
         let rel_raw = (&raw - &s_ref).iter().fold(0.0f64, |a, v| a.max(v.abs())) / s_ref[[0, 0]];
-        assert!(rel_raw > 1e3 * rel.max(1e-16), "raw formula unexpectedly accurate: {rel_raw}");
+        assert!(
+            rel_raw > 1e3 * rel.max(1e-16),
+            "raw formula unexpectedly accurate: {rel_raw}"
+        );
     }
 
     #[test]
     fn bad_input_is_an_error() {
         let mut acc = ClassStats::new(3, 2);
         let x = Array2::<f64>::zeros((2, 2));
-        assert!(acc.push(x.view(), &[0, 3]).unwrap_err().to_string().contains("label 3"));
+        assert!(acc
+            .push(x.view(), &[0, 3])
+            .unwrap_err()
+            .to_string()
+            .contains("label 3"));
         assert!(acc.push(x.view(), &[0]).is_err());
-        assert!(acc.push(Array2::<f64>::zeros((2, 3)).view(), &[0, 1]).is_err());
+        assert!(acc
+            .push(Array2::<f64>::zeros((2, 3)).view(), &[0, 1])
+            .is_err());
         let mut bad = x.clone();
         bad[[1, 1]] = f64::NAN;
-        assert!(acc.push(bad.view(), &[0, 1]).unwrap_err().to_string().contains("row 1"));
+        assert!(acc
+            .push(bad.view(), &[0, 1])
+            .unwrap_err()
+            .to_string()
+            .contains("row 1"));
         acc.push(x.view(), &[0, 1]).unwrap();
         assert!(acc.finish().unwrap_err().to_string().contains("[2]"));
     }

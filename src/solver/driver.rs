@@ -1,7 +1,10 @@
 //! One call that solves a UFM instance and evaluates the answer against theory: the library
 //! behind `ufm solve` (and the building block of `landscape`, `certify`).
 
-use super::{Executor, GradientDescent, Lbfgs, Objective, Observer, Report, Solver, Trace, TraceRecorder, TrustRegionNewton};
+use super::{
+    Executor, GradientDescent, Lbfgs, Objective, Observer, Report, Solver, Trace, TraceRecorder,
+    TrustRegionNewton,
+};
 use crate::error::{Error, Result};
 use crate::metrics::distance::{distance_to_minimizer, MinimizerDistance};
 use crate::metrics::{ufm_nc, NcSummary};
@@ -47,13 +50,16 @@ impl OptimizerSpec {
             "gd" => OptimizerSpec::Gd { lr },
             "gd-backtracking" | "gd-bt" => OptimizerSpec::GdBacktracking { lr },
             "lbfgs" | "l-bfgs" => OptimizerSpec::Lbfgs { memory },
-            "newton" | "newton-tr" => OptimizerSpec::Newton { radius: 1.0, max_cg: 500 },
-            other => {
-                return Err(Error::param(
-                    "optimizer",
-                    format!("unknown optimizer `{other}`; expected gd, gd-backtracking, lbfgs or newton"),
-                ))
-            }
+            "newton" | "newton-tr" => OptimizerSpec::Newton {
+                radius: 1.0,
+                max_cg: 500,
+            },
+            other => return Err(Error::param(
+                "optimizer",
+                format!(
+                    "unknown optimizer `{other}`; expected gd, gd-backtracking, lbfgs or newton"
+                ),
+            )),
         })
     }
 
@@ -73,7 +79,9 @@ impl OptimizerSpec {
             OptimizerSpec::Gd { lr } => Box::new(GradientDescent::fixed(lr)?),
             OptimizerSpec::GdBacktracking { lr } => Box::new(GradientDescent::backtracking(lr)?),
             OptimizerSpec::Lbfgs { memory } => Box::new(Lbfgs::new(memory)?),
-            OptimizerSpec::Newton { radius, max_cg } => Box::new(TrustRegionNewton::new(radius, max_cg)?),
+            OptimizerSpec::Newton { radius, max_cg } => {
+                Box::new(TrustRegionNewton::new(radius, max_cg)?)
+            }
         })
     }
 }
@@ -95,7 +103,10 @@ impl FromStr for Precision {
         match s {
             "f64" | "double" => Ok(Precision::F64),
             "f32" | "single" => Ok(Precision::F32),
-            o => Err(Error::param("precision", format!("unknown precision `{o}`; expected f64 or f32"))),
+            o => Err(Error::param(
+                "precision",
+                format!("unknown precision `{o}`; expected f64 or f32"),
+            )),
         }
     }
 }
@@ -211,7 +222,12 @@ pub fn solve(p: &UfmProblem, spec: &SolveSpec, start: Option<Vec<f64>>) -> Resul
     }
 }
 
-fn run_in<T: Real>(p: &UfmProblem, spec: &SolveSpec, mut x: Vec<T>, gm: Option<&GlobalMinimum>) -> Result<(Report, Vec<T>, Option<Trace>)> {
+fn run_in<T: Real>(
+    p: &UfmProblem,
+    spec: &SolveSpec,
+    mut x: Vec<T>,
+    gm: Option<&GlobalMinimum>,
+) -> Result<(Report, Vec<T>, Option<Trace>)> {
     let mut solver = spec.optimizer.build::<T, UfmProblem>()?;
     let exec = Executor {
         max_iter: spec.max_iter,
@@ -286,5 +302,10 @@ fn finish(
         problem: p.config().clone(),
         spec: spec.clone(),
     };
-    Ok(SolveOutcome { summary, x, x_f32, trace })
+    Ok(SolveOutcome {
+        summary,
+        x,
+        x_f32,
+        trace,
+    })
 }

@@ -30,9 +30,18 @@ impl<T: Real> GradientDescent<T> {
     }
     fn new(lr: f64, backtracking: bool) -> Result<Self> {
         if !(lr.is_finite() && lr > 0.0) {
-            return Err(Error::param("lr", format!("the step size must be finite and > 0, got {lr}")));
+            return Err(Error::param(
+                "lr",
+                format!("the step size must be finite and > 0, got {lr}"),
+            ));
         }
-        Ok(GradientDescent { lr, backtracking, grad: Vec::new(), trial: Vec::new(), f: f64::NAN })
+        Ok(GradientDescent {
+            lr,
+            backtracking,
+            grad: Vec::new(),
+            trial: Vec::new(),
+            f: f64::NAN,
+        })
     }
     /// Current step size.
     pub fn lr(&self) -> f64 {
@@ -42,27 +51,43 @@ impl<T: Real> GradientDescent<T> {
 
 impl<T: Real, O: Objective<T> + ?Sized> Solver<T, O> for GradientDescent<T> {
     fn name(&self) -> String {
-        if self.backtracking { "gd-backtracking".into() } else { format!("gd(lr={})", self.lr) }
+        if self.backtracking {
+            "gd-backtracking".into()
+        } else {
+            format!("gd(lr={})", self.lr)
+        }
     }
 
     fn init(&mut self, obj: &O, x: &mut [T]) -> Result<Progress> {
         self.grad = vec![T::zero(); x.len()];
         self.f = obj.value_grad(x, &mut self.grad).to_f64_();
-        Ok(Progress { f: self.f, grad_norm: norm(&self.grad), stalled: None })
+        Ok(Progress {
+            f: self.f,
+            grad_norm: norm(&self.grad),
+            stalled: None,
+        })
     }
 
     fn step(&mut self, obj: &O, x: &mut [T]) -> Result<Progress> {
         if !self.backtracking {
             if let Some((f, gn)) = obj.fused_gd_step(x, T::of(self.lr)) {
                 // f and |∇f| belong to the point before the step; the executor re-evaluates at the end.
-                return Ok(Progress { f: f.to_f64_(), grad_norm: gn, stalled: None });
+                return Ok(Progress {
+                    f: f.to_f64_(),
+                    grad_norm: gn,
+                    stalled: None,
+                });
             }
             let lr = T::of(self.lr);
             for (xi, &gi) in x.iter_mut().zip(&self.grad) {
                 *xi -= lr * gi;
             }
             self.f = obj.value_grad(x, &mut self.grad).to_f64_();
-            return Ok(Progress { f: self.f, grad_norm: norm(&self.grad), stalled: None });
+            return Ok(Progress {
+                f: self.f,
+                grad_norm: norm(&self.grad),
+                stalled: None,
+            });
         }
         let g2 = crate::real::dot(&self.grad, &self.grad);
         self.trial.resize(x.len(), T::zero());
@@ -81,14 +106,20 @@ impl<T: Real, O: Objective<T> + ?Sized> Solver<T, O> for GradientDescent<T> {
                 return Ok(Progress {
                     f: self.f,
                     grad_norm: g2.sqrt(),
-                    stalled: Some("backtracking found no decrease (round-off level reached)".into()),
+                    stalled: Some(
+                        "backtracking found no decrease (round-off level reached)".into(),
+                    ),
                 });
             }
         }
         self.lr = lr;
         x.copy_from_slice(&self.trial);
         self.f = obj.value_grad(x, &mut self.grad).to_f64_();
-        Ok(Progress { f: self.f, grad_norm: norm(&self.grad), stalled: None })
+        Ok(Progress {
+            f: self.f,
+            grad_norm: norm(&self.grad),
+            stalled: None,
+        })
     }
 
     fn divergence_hint(&self) -> String {

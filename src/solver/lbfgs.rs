@@ -34,7 +34,10 @@ impl<T: Real> Lbfgs<T> {
     /// L-BFGS keeping `memory` correction pairs (PyTorch's and the original code's default is 10).
     pub fn new(memory: usize) -> Result<Self> {
         if memory == 0 {
-            return Err(Error::param("history-size", "the L-BFGS memory must be at least 1"));
+            return Err(Error::param(
+                "history-size",
+                "the L-BFGS memory must be at least 1",
+            ));
         }
         Ok(Lbfgs {
             memory,
@@ -90,7 +93,11 @@ impl<T: Real, O: Objective<T> + ?Sized> Solver<T, O> for Lbfgs<T> {
         self.first = true;
         self.f = obj.value_grad(x, &mut self.g).to_f64_();
         self.evals = 1;
-        Ok(Progress { f: self.f, grad_norm: norm(&self.g), stalled: None })
+        Ok(Progress {
+            f: self.f,
+            grad_norm: norm(&self.g),
+            stalled: None,
+        })
     }
 
     fn step(&mut self, obj: &O, x: &mut [T]) -> Result<Progress> {
@@ -106,26 +113,50 @@ impl<T: Real, O: Objective<T> + ?Sized> Solver<T, O> for Lbfgs<T> {
         }
         let gn = norm(&self.g);
         let alpha0 = if self.first { (1.0 / gn).min(1.0) } else { 1.0 };
-        let res = strong_wolfe(obj, x, &self.d, self.f, d0, alpha0, &mut self.xt, &mut self.gt, &WolfeParams::default());
+        let res = strong_wolfe(
+            obj,
+            x,
+            &self.d,
+            self.f,
+            d0,
+            alpha0,
+            &mut self.xt,
+            &mut self.gt,
+            &WolfeParams::default(),
+        );
         let Some(res) = res else {
             if !self.s.is_empty() {
                 // Drop the memory and let the next step try steepest descent.
                 self.s.clear();
                 self.y.clear();
                 self.rho.clear();
-                return Ok(Progress { f: self.f, grad_norm: gn, stalled: None });
+                return Ok(Progress {
+                    f: self.f,
+                    grad_norm: gn,
+                    stalled: None,
+                });
             }
             return Ok(Progress {
                 f: self.f,
                 grad_norm: gn,
-                stalled: Some("line search found no acceptable step (round-off level reached)".into()),
+                stalled: Some(
+                    "line search found no acceptable step (round-off level reached)".into(),
+                ),
             });
         };
         self.evals += res.evals;
         self.first = false;
         // s = α d, y = g_new − g
-        let mut s = if self.s.len() == self.memory { self.s.pop_front().expect("s") } else { vec![T::zero(); x.len()] };
-        let mut y = if self.y.len() == self.memory { self.y.pop_front().expect("y") } else { vec![T::zero(); x.len()] };
+        let mut s = if self.s.len() == self.memory {
+            self.s.pop_front().expect("s")
+        } else {
+            vec![T::zero(); x.len()]
+        };
+        let mut y = if self.y.len() == self.memory {
+            self.y.pop_front().expect("y")
+        } else {
+            vec![T::zero(); x.len()]
+        };
         if self.rho.len() == self.memory {
             self.rho.pop_front();
         }
@@ -143,6 +174,10 @@ impl<T: Real, O: Objective<T> + ?Sized> Solver<T, O> for Lbfgs<T> {
         x.copy_from_slice(&self.xt);
         std::mem::swap(&mut self.g, &mut self.gt);
         self.f = res.f;
-        Ok(Progress { f: self.f, grad_norm: norm(&self.g), stalled: None })
+        Ok(Progress {
+            f: self.f,
+            grad_norm: norm(&self.g),
+            stalled: None,
+        })
     }
 }

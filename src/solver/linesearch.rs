@@ -25,12 +25,23 @@ pub(crate) struct WolfeParams {
 
 impl Default for WolfeParams {
     fn default() -> Self {
-        WolfeParams { c1: 1e-4, c2: 0.9, max_evals: 40 }
+        WolfeParams {
+            c1: 1e-4,
+            c2: 0.9,
+            max_evals: 40,
+        }
     }
 }
 
 /// Evaluates $\phi$ and $\phi'$ at `alpha`, leaving $x+\alpha d$ in `xt` and its gradient in `gt`.
-fn eval<T: Real, O: Objective<T> + ?Sized>(obj: &O, x: &[T], d: &[T], alpha: f64, xt: &mut [T], gt: &mut [T]) -> (f64, f64) {
+fn eval<T: Real, O: Objective<T> + ?Sized>(
+    obj: &O,
+    x: &[T],
+    d: &[T],
+    alpha: f64,
+    xt: &mut [T],
+    gt: &mut [T],
+) -> (f64, f64) {
     let a = T::of(alpha);
     for ((t, &xi), &di) in xt.iter_mut().zip(x).zip(d) {
         *t = xi + a * di;
@@ -101,10 +112,36 @@ pub(crate) fn strong_wolfe<T: Real, O: Objective<T> + ?Sized>(
             return Some(LineSearchResult { alpha, f, evals });
         }
         if f > f0 + prm.c1 * alpha * d0 || (!first && f >= f_prev) {
-            return zoom(obj, x, d, f0, d0, (a_prev, f_prev, d_prev), (alpha, f, dphi), xt, gt, prm, evals, &accept);
+            return zoom(
+                obj,
+                x,
+                d,
+                f0,
+                d0,
+                (a_prev, f_prev, d_prev),
+                (alpha, f, dphi),
+                xt,
+                gt,
+                prm,
+                evals,
+                &accept,
+            );
         }
         if dphi >= 0.0 {
-            return zoom(obj, x, d, f0, d0, (alpha, f, dphi), (a_prev, f_prev, d_prev), xt, gt, prm, evals, &accept);
+            return zoom(
+                obj,
+                x,
+                d,
+                f0,
+                d0,
+                (alpha, f, dphi),
+                (a_prev, f_prev, d_prev),
+                xt,
+                gt,
+                prm,
+                evals,
+                &accept,
+            );
         }
         if evals >= prm.max_evals {
             return None;
@@ -126,7 +163,11 @@ fn cubic_extrapolate(a: f64, fa: f64, da: f64, b: f64, fb: f64, db: f64) -> f64 
     }
     let d2 = (b - a).signum() * disc.sqrt();
     let t = b - (b - a) * (db + d2 - d1) / (db - da + 2.0 * d2);
-    if t.is_finite() && t > b { t } else { 4.0 * b }
+    if t.is_finite() && t > b {
+        t
+    } else {
+        4.0 * b
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -152,7 +193,11 @@ fn zoom<T: Real, O: Objective<T> + ?Sized>(
             if let Some((a, f)) = best {
                 let _ = f;
                 let (fa, _) = eval(obj, x, d, a, xt, gt);
-                return Some(LineSearchResult { alpha: a, f: fa, evals: evals + 1 });
+                return Some(LineSearchResult {
+                    alpha: a,
+                    f: fa,
+                    evals: evals + 1,
+                });
             }
             return None;
         }

@@ -42,7 +42,9 @@ pub trait Objective<T: Real>: Sync {
     fn value_grad(&self, x: &[T], grad: &mut [T]) -> T;
     /// $\nabla^2 f(x)\,v$ into `out`.
     fn hvp(&self, _x: &[T], _v: &[T], _out: &mut [T]) -> Result<()> {
-        Err(Error::Unsupported("this objective has no Hessian-vector product".into()))
+        Err(Error::Unsupported(
+            "this objective has no Hessian-vector product".into(),
+        ))
     }
     /// Optionally, one fused step $x\leftarrow x-\eta\nabla f(x)$ returning $f$ and
     /// $\lVert\nabla f\rVert$ at the old point. `None` means "not available".
@@ -156,20 +158,35 @@ pub struct Report {
 
 impl Executor {
     /// Runs `solver` from `x` (updated in place) until a stopping rule fires.
-    pub fn run<T, O, S>(&self, obj: &O, solver: &mut S, x: &mut [T], observers: &mut [&mut dyn Observer<T>]) -> Result<Report>
+    pub fn run<T, O, S>(
+        &self,
+        obj: &O,
+        solver: &mut S,
+        x: &mut [T],
+        observers: &mut [&mut dyn Observer<T>],
+    ) -> Result<Report>
     where
         T: Real,
         O: Objective<T> + ?Sized,
         S: Solver<T, O> + ?Sized,
     {
         if x.len() != obj.dim() {
-            return Err(Error::shape("starting point", format!("{} parameters", obj.dim()), format!("{}", x.len())));
+            return Err(Error::shape(
+                "starting point",
+                format!("{} parameters", obj.dim()),
+                format!("{}", x.len()),
+            ));
         }
         if !all_finite(x) {
-            return Err(Error::NonFinite { what: "the starting point".into() });
+            return Err(Error::NonFinite {
+                what: "the starting point".into(),
+            });
         }
         if self.tol.is_nan() || self.tol < 0.0 {
-            return Err(Error::param("tol", format!("must be >= 0, got {}", self.tol)));
+            return Err(Error::param(
+                "tol",
+                format!("must be >= 0, got {}", self.tol),
+            ));
         }
         let every = self.observe_every.max(1);
         let mut solver_time = Duration::ZERO;
@@ -178,13 +195,19 @@ impl Executor {
         solver_time += t0.elapsed();
         let f0 = p.f;
         let mut iter = 0;
-        let check = |p: &Progress, x: &[T], iter: usize, name: String, hint: String| -> Result<()> {
-            let exploded = p.f.abs() > 1e12 * f0.abs().max(1.0);
-            if !p.f.is_finite() || !p.grad_norm.is_finite() || exploded || !all_finite(x) {
-                return Err(Error::Diverged { solver: name, iter, value: p.f, hint });
-            }
-            Ok(())
-        };
+        let check =
+            |p: &Progress, x: &[T], iter: usize, name: String, hint: String| -> Result<()> {
+                let exploded = p.f.abs() > 1e12 * f0.abs().max(1.0);
+                if !p.f.is_finite() || !p.grad_norm.is_finite() || exploded || !all_finite(x) {
+                    return Err(Error::Diverged {
+                        solver: name,
+                        iter,
+                        value: p.f,
+                        hint,
+                    });
+                }
+                Ok(())
+            };
         check(&p, x, 0, solver.name(), solver.divergence_hint())?;
         for o in observers.iter_mut() {
             o.observe(0, &p, x, solver_time.as_secs_f64())?;
@@ -221,7 +244,11 @@ impl Executor {
         let f = obj.value_grad(x, &mut g).to_f64_();
         let gn = crate::real::norm(&g);
         solver_time += t.elapsed();
-        let last = Progress { f, grad_norm: gn, stalled: None };
+        let last = Progress {
+            f,
+            grad_norm: gn,
+            stalled: None,
+        };
         check(&last, x, iter, solver.name(), solver.divergence_hint())?;
         if iter % every != 0 {
             for o in observers.iter_mut() {

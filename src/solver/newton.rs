@@ -37,7 +37,10 @@ impl<T: Real> TrustRegionNewton<T> {
     /// A solver with initial trust radius `radius` and at most `max_cg` CG iterations per step.
     pub fn new(radius: f64, max_cg: usize) -> Result<Self> {
         if !(radius.is_finite() && radius > 0.0) {
-            return Err(Error::param("radius", format!("the trust radius must be > 0, got {radius}")));
+            return Err(Error::param(
+                "radius",
+                format!("the trust radius must be > 0, got {radius}"),
+            ));
         }
         Ok(TrustRegionNewton {
             radius,
@@ -81,11 +84,23 @@ impl<T: Real, O: Objective<T> + ?Sized> Solver<T, O> for TrustRegionNewton<T> {
 
     fn init(&mut self, obj: &O, x: &mut [T]) -> Result<Progress> {
         let n = x.len();
-        for v in [&mut self.g, &mut self.p, &mut self.r, &mut self.dir, &mut self.bd, &mut self.xt, &mut self.gt] {
+        for v in [
+            &mut self.g,
+            &mut self.p,
+            &mut self.r,
+            &mut self.dir,
+            &mut self.bd,
+            &mut self.xt,
+            &mut self.gt,
+        ] {
             *v = vec![T::zero(); n];
         }
         self.f = obj.value_grad(x, &mut self.g).to_f64_();
-        Ok(Progress { f: self.f, grad_norm: norm(&self.g), stalled: None })
+        Ok(Progress {
+            f: self.f,
+            grad_norm: norm(&self.g),
+            stalled: None,
+        })
     }
 
     fn step(&mut self, obj: &O, x: &mut [T]) -> Result<Progress> {
@@ -114,7 +129,11 @@ impl<T: Real, O: Objective<T> + ?Sized> Solver<T, O> for TrustRegionNewton<T> {
             }
             let alpha = rr / kappa;
             // ‖p + αd‖ ≥ Δ ?
-            let (pp, pd, dd) = (dot(&self.p, &self.p), dot(&self.p, &self.dir), dot(&self.dir, &self.dir));
+            let (pp, pd, dd) = (
+                dot(&self.p, &self.p),
+                dot(&self.p, &self.dir),
+                dot(&self.dir, &self.dir),
+            );
             if pp + 2.0 * alpha * pd + alpha * alpha * dd >= self.radius * self.radius {
                 let tau = to_boundary(&self.p, &self.dir, self.radius);
                 step_to(tau, &mut model);
@@ -136,7 +155,11 @@ impl<T: Real, O: Objective<T> + ?Sized> Solver<T, O> for TrustRegionNewton<T> {
         }
         let pnorm = norm(&self.p);
         if pnorm == 0.0 {
-            return Ok(Progress { f: self.f, grad_norm: gnorm, stalled: Some("zero Newton step".into()) });
+            return Ok(Progress {
+                f: self.f,
+                grad_norm: gnorm,
+                stalled: Some("zero Newton step".into()),
+            });
         }
         // --- Evaluate the trial point. ---
         for i in 0..n {
@@ -166,7 +189,12 @@ impl<T: Real, O: Objective<T> + ?Sized> Solver<T, O> for TrustRegionNewton<T> {
             std::mem::swap(&mut self.g, &mut self.gt);
             self.f = ft;
         }
-        let stalled = (self.radius < 1e-300).then(|| "trust radius collapsed (round-off level reached)".to_string());
-        Ok(Progress { f: self.f, grad_norm: norm(&self.g), stalled })
+        let stalled = (self.radius < 1e-300)
+            .then(|| "trust radius collapsed (round-off level reached)".to_string());
+        Ok(Progress {
+            f: self.f,
+            grad_norm: norm(&self.g),
+            stalled,
+        })
     }
 }

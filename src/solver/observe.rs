@@ -42,8 +42,15 @@ pub struct Trace {
 impl Trace {
     /// Column names: `iter,f,grad_norm,seconds` then the extra keys (sorted).
     pub fn columns(&self) -> Vec<String> {
-        let mut cols: Vec<String> = ["iter", "f", "grad_norm", "seconds"].iter().map(|s| s.to_string()).collect();
-        let mut extra: Vec<String> = self.rows.iter().flat_map(|r| r.extra.keys().cloned()).collect();
+        let mut cols: Vec<String> = ["iter", "f", "grad_norm", "seconds"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let mut extra: Vec<String> = self
+            .rows
+            .iter()
+            .flat_map(|r| r.extra.keys().cloned())
+            .collect();
         extra.sort();
         extra.dedup();
         cols.extend(extra);
@@ -56,7 +63,12 @@ impl Trace {
         let mut s = cols.join(",");
         s.push('\n');
         for r in &self.rows {
-            let mut fields = vec![r.iter.to_string(), fmt(r.f), fmt(r.grad_norm), fmt(r.seconds)];
+            let mut fields = vec![
+                r.iter.to_string(),
+                fmt(r.f),
+                fmt(r.grad_norm),
+                fmt(r.seconds),
+            ];
             for c in &cols[4..] {
                 fields.push(r.extra.get(c).map_or(String::new(), |v| fmt(*v)));
             }
@@ -68,7 +80,10 @@ impl Trace {
 
     /// Writes CSV (`.csv`) or JSON (any other extension) atomically.
     pub fn write(&self, path: &Path) -> Result<()> {
-        let text = if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) {
+        let text = if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+        {
             self.to_csv()
         } else {
             serde_json::to_string_pretty(self)?
@@ -81,21 +96,31 @@ fn fmt(v: f64) -> String {
     format!("{v:e}")
 }
 
+/// Extra trace columns computed from the current point.
+pub type MetricsFn<'a, T> = Box<dyn FnMut(&[T]) -> Result<BTreeMap<String, f64>> + 'a>;
+
 /// Records a [`Trace`]; `metrics` adds extra columns computed from the current point.
 pub struct TraceRecorder<'a, T> {
     /// The recorded rows.
     pub trace: Trace,
-    metrics: Option<Box<dyn FnMut(&[T]) -> Result<BTreeMap<String, f64>> + 'a>>,
+    metrics: Option<MetricsFn<'a, T>>,
     echo: Option<Box<dyn Write + 'a>>,
 }
 
 impl<'a, T: Real> TraceRecorder<'a, T> {
     /// A recorder of $f$, $\lVert\nabla f\rVert$ and time only.
     pub fn new() -> Self {
-        TraceRecorder { trace: Trace::default(), metrics: None, echo: None }
+        TraceRecorder {
+            trace: Trace::default(),
+            metrics: None,
+            echo: None,
+        }
     }
     /// Adds extra columns computed from $x$ at each observation.
-    pub fn with_metrics(mut self, f: impl FnMut(&[T]) -> Result<BTreeMap<String, f64>> + 'a) -> Self {
+    pub fn with_metrics(
+        mut self,
+        f: impl FnMut(&[T]) -> Result<BTreeMap<String, f64>> + 'a,
+    ) -> Self {
         self.metrics = Some(Box::new(f));
         self
     }
@@ -125,7 +150,13 @@ impl<T: Real> Observer<T> for TraceRecorder<'_, T> {
             }
             writeln!(w, "{line}").map_err(|e| Error::io("write", "<progress output>", e))?;
         }
-        self.trace.rows.push(TraceRow { iter, f: p.f, grad_norm: p.grad_norm, seconds, extra });
+        self.trace.rows.push(TraceRow {
+            iter,
+            f: p.f,
+            grad_norm: p.grad_norm,
+            seconds,
+            extra,
+        });
         Ok(())
     }
 }

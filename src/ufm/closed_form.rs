@@ -96,7 +96,11 @@ pub fn global_minimum(p: &UfmProblem) -> Option<GlobalMinimum> {
                 feature_scale: c,
                 bias: 0.0,
                 bias_free_along_ones: p.has_bias() && p.lambda_b() == 0.0,
-                frame: if rho > 0.0 { Frame::SimplexEtf } else { Frame::Zero },
+                frame: if rho > 0.0 {
+                    Frame::SimplexEtf
+                } else {
+                    Frame::Zero
+                },
                 zero_threshold: threshold,
                 source: "Zhu et al. 2021, Thm 3.1; scale from the 1-D reduction f(rho)",
             })
@@ -107,7 +111,11 @@ pub fn global_minimum(p: &UfmProblem) -> Option<GlobalMinimum> {
                 if p.lambda_b() != 0.0 || d + 1 < p.n_classes() {
                     return None;
                 }
-                let f = if threshold < 1.0 { (k - 1.0) * t * (1.0 - threshold / 2.0) } else { (k - 1.0) / (2.0 * k) };
+                let f = if threshold < 1.0 {
+                    (k - 1.0) * t * (1.0 - threshold / 2.0)
+                } else {
+                    (k - 1.0) / (2.0 * k)
+                };
                 let row_sq = scale * s * (k - 1.0) / k;
                 Some(GlobalMinimum {
                     objective: f,
@@ -124,7 +132,11 @@ pub fn global_minimum(p: &UfmProblem) -> Option<GlobalMinimum> {
                 if d < p.n_classes() {
                     return None;
                 }
-                let f = if threshold < 1.0 { threshold * (1.0 - threshold / 2.0) } else { 0.5 };
+                let f = if threshold < 1.0 {
+                    threshold * (1.0 - threshold / 2.0)
+                } else {
+                    0.5
+                };
                 let row_sq = scale * s;
                 Some(GlobalMinimum {
                     objective: f,
@@ -133,9 +145,14 @@ pub fn global_minimum(p: &UfmProblem) -> Option<GlobalMinimum> {
                     feature_scale: c,
                     bias: 0.0,
                     bias_free_along_ones: false,
-                    frame: if s > 0.0 { Frame::Orthogonal } else { Frame::Zero },
+                    frame: if s > 0.0 {
+                        Frame::Orthogonal
+                    } else {
+                        Frame::Zero
+                    },
                     zero_threshold: threshold,
-                    source: "MSE UFM without bias (Tirer & Bruna 2022), singular-value thresholding",
+                    source:
+                        "MSE UFM without bias (Tirer & Bruna 2022), singular-value thresholding",
                 })
             }
         }
@@ -171,8 +188,23 @@ mod tests {
     use super::*;
     use crate::ufm::UfmConfig;
 
-    fn gm(k: usize, d: usize, n: usize, lw: f64, lh: f64, lb: f64, loss: Loss, bias: bool) -> GlobalMinimum {
-        let p = UfmConfig::balanced(k, n, d).lambdas(lw, lh, lb).loss(loss).bias(bias).build().unwrap();
+    #[allow(clippy::too_many_arguments)]
+    fn gm(
+        k: usize,
+        d: usize,
+        n: usize,
+        lw: f64,
+        lh: f64,
+        lb: f64,
+        loss: Loss,
+        bias: bool,
+    ) -> GlobalMinimum {
+        let p = UfmConfig::balanced(k, n, d)
+            .lambdas(lw, lh, lb)
+            .loss(loss)
+            .bias(bias)
+            .build()
+            .unwrap();
         global_minimum(&p).unwrap()
     }
 
@@ -187,21 +219,41 @@ mod tests {
         assert_eq!(g.frame, Frame::Zero);
         assert!((g.objective - 4f64.ln()).abs() < 1e-15);
         let g = gm(4, 8, 10, 5e-3, 5e-3, 0.0, Loss::Mse, true);
-        assert!((g.row_norm.powi(2) - 2.221708).abs() < 1e-6 && (g.objective - 0.04593416).abs() < 1e-8);
+        assert!(
+            (g.row_norm.powi(2) - 2.221708).abs() < 1e-6 && (g.objective - 0.04593416).abs() < 1e-8
+        );
         let g = gm(4, 8, 10, 5e-3, 5e-3, 0.0, Loss::Mse, false);
         assert!((g.row_norm.powi(2) - 2.962278).abs() < 1e-6);
     }
 
     #[test]
     fn closed_form_point_attains_the_closed_form_value_and_is_stationary() {
-        for (loss, lb, bias, d) in [(Loss::CrossEntropy, 1e-3, true, 5), (Loss::CrossEntropy, 0.0, true, 4), (Loss::Mse, 0.0, true, 5), (Loss::Mse, 0.0, false, 6)] {
-            let p = UfmConfig::balanced(5, 3, d).lambdas(2e-3, 1e-3, lb).loss(loss).bias(bias).build().unwrap();
+        for (loss, lb, bias, d) in [
+            (Loss::CrossEntropy, 1e-3, true, 5),
+            (Loss::CrossEntropy, 0.0, true, 4),
+            (Loss::Mse, 0.0, true, 5),
+            (Loss::Mse, 0.0, false, 6),
+        ] {
+            let p = UfmConfig::balanced(5, 3, d)
+                .lambdas(2e-3, 1e-3, lb)
+                .loss(loss)
+                .bias(bias)
+                .build()
+                .unwrap();
             let g = global_minimum(&p).unwrap();
             let x = g.point(&p, EtfEmbedding::Random { seed: 1 }).unwrap();
             let mut grad = vec![0.0; x.len()];
             let f = p.value_grad(&x, &mut grad);
-            assert!((f - g.objective).abs() < 1e-12, "{loss}: {f} vs {}", g.objective);
-            assert!(crate::real::norm(&grad) < 1e-10, "{loss}: grad {}", crate::real::norm(&grad));
+            assert!(
+                (f - g.objective).abs() < 1e-12,
+                "{loss}: {f} vs {}",
+                g.objective
+            );
+            assert!(
+                crate::real::norm(&grad) < 1e-10,
+                "{loss}: grad {}",
+                crate::real::norm(&grad)
+            );
         }
     }
 
@@ -211,7 +263,14 @@ mod tests {
         assert!(none(UfmConfig::with_class_sizes(vec![3, 4], 3)));
         assert!(none(UfmConfig::balanced(5, 3, 3)));
         assert!(none(UfmConfig::balanced(5, 3, 6).loss(Loss::Mse)));
-        assert!(none(UfmConfig::balanced(5, 3, 6).loss(Loss::LabelSmoothing { alpha: 0.1 })));
-        assert!(none(UfmConfig::balanced(5, 3, 4).loss(Loss::Mse).lambdas(1e-3, 1e-3, 0.0).bias(false)));
+        assert!(none(
+            UfmConfig::balanced(5, 3, 6).loss(Loss::LabelSmoothing { alpha: 0.1 })
+        ));
+        assert!(none(
+            UfmConfig::balanced(5, 3, 4)
+                .loss(Loss::Mse)
+                .lambdas(1e-3, 1e-3, 0.0)
+                .bias(false)
+        ));
     }
 }

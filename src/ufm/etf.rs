@@ -47,7 +47,10 @@ pub fn centred_basis(k: usize) -> Array2<f64> {
 /// applied twice for orthogonality to working precision).
 pub fn random_orthonormal(d: usize, r: usize, seed: u64) -> Result<Array2<f64>> {
     if r > d {
-        return Err(Error::param("dim", format!("cannot embed {r} orthonormal columns in dimension {d}")));
+        return Err(Error::param(
+            "dim",
+            format!("cannot embed {r} orthonormal columns in dimension {d}"),
+        ));
     }
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut q: Array2<f64> = Array2::from_shape_fn((d, r), |_| StandardNormal.sample(&mut rng));
@@ -61,7 +64,10 @@ pub fn random_orthonormal(d: usize, r: usize, seed: u64) -> Result<Array2<f64>> 
         }
         let nrm = q.column(j).dot(&q.column(j)).sqrt();
         if nrm < 1e-12 {
-            return Err(Error::numerical("random_orthonormal", "degenerate Gaussian draw; try another seed"));
+            return Err(Error::numerical(
+                "random_orthonormal",
+                "degenerate Gaussian draw; try another seed",
+            ));
         }
         q.column_mut(j).mapv_inplace(|v| v / nrm);
     }
@@ -72,7 +78,10 @@ pub fn random_orthonormal(d: usize, r: usize, seed: u64) -> Result<Array2<f64>> 
 /// $\lVert m_k\rVert=1$ and $\langle m_k,m_l\rangle=-\tfrac1{K-1}$.
 pub fn simplex_etf(k: usize, d: usize, embedding: EtfEmbedding) -> Result<Array2<f64>> {
     if k < 2 {
-        return Err(Error::param("classes", format!("a simplex ETF needs K >= 2, got {k}")));
+        return Err(Error::param(
+            "classes",
+            format!("a simplex ETF needs K >= 2, got {k}"),
+        ));
     }
     let scale = (k as f64 / (k as f64 - 1.0)).sqrt();
     match embedding {
@@ -93,7 +102,10 @@ pub fn simplex_etf(k: usize, d: usize, embedding: EtfEmbedding) -> Result<Array2
         }
         EtfEmbedding::Random { seed } => {
             if d + 1 < k {
-                return Err(Error::param("dim", format!("a simplex ETF needs d >= K-1 (got d = {d}, K = {k})")));
+                return Err(Error::param(
+                    "dim",
+                    format!("a simplex ETF needs d >= K-1 (got d = {d}, K = {k})"),
+                ));
             }
             let u = centred_basis(k); // K × (K−1)
             let q = random_orthonormal(d, k - 1, seed)?; // d × (K−1)
@@ -106,7 +118,10 @@ pub fn simplex_etf(k: usize, d: usize, embedding: EtfEmbedding) -> Result<Array2
 /// minimizer's classifier for MSE without bias.
 pub fn orthogonal_frame(k: usize, d: usize, embedding: EtfEmbedding) -> Result<Array2<f64>> {
     if d < k {
-        return Err(Error::param("dim", format!("an orthogonal frame of K = {k} rows needs d >= K, got d = {d}")));
+        return Err(Error::param(
+            "dim",
+            format!("an orthogonal frame of K = {k} rows needs d >= K, got d = {d}"),
+        ));
     }
     match embedding {
         EtfEmbedding::Identity => {
@@ -130,7 +145,11 @@ mod tests {
         for i in 0..k {
             for j in 0..k {
                 let want = if i == j { 1.0 } else { -1.0 / (k as f64 - 1.0) };
-                assert!((g[[i, j]] - want).abs() < 1e-12, "G[{i},{j}] = {}", g[[i, j]]);
+                assert!(
+                    (g[[i, j]] - want).abs() < 1e-12,
+                    "G[{i},{j}] = {}",
+                    g[[i, j]]
+                );
             }
         }
     }

@@ -33,10 +33,11 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A classification loss on logits.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "name", rename_all = "snake_case")]
 pub enum Loss {
     /// Softmax cross-entropy (the paper's loss).
+    #[default]
     CrossEntropy,
     /// Squared error against the one-hot target, $\tfrac12\lVert z-e_y\rVert^2$.
     Mse,
@@ -50,12 +51,6 @@ pub enum Loss {
         /// Focusing parameter $\gamma\ge0$ ($\gamma=0$ is cross-entropy).
         gamma: f64,
     },
-}
-
-impl Default for Loss {
-    fn default() -> Self {
-        Loss::CrossEntropy
-    }
 }
 
 impl fmt::Display for Loss {
@@ -90,12 +85,12 @@ impl FromStr for Loss {
             "mse" => Loss::Mse,
             "ls" | "label-smoothing" => Loss::LabelSmoothing { alpha: num(0.1)? },
             "focal" => Loss::Focal { gamma: num(2.0)? },
-            other => {
-                return Err(Error::param(
-                    "loss",
-                    format!("unknown loss `{other}`; expected one of ce, mse, ls[:alpha], focal[:gamma]"),
-                ))
-            }
+            other => return Err(Error::param(
+                "loss",
+                format!(
+                    "unknown loss `{other}`; expected one of ce, mse, ls[:alpha], focal[:gamma]"
+                ),
+            )),
         };
         loss.validate()?;
         Ok(loss)
@@ -106,12 +101,14 @@ impl Loss {
     /// Checks the loss parameters.
     pub fn validate(&self) -> Result<()> {
         match *self {
-            Loss::LabelSmoothing { alpha } if !(0.0..1.0).contains(&alpha) => {
-                Err(Error::param("loss", format!("label smoothing alpha must be in [0, 1), got {alpha}")))
-            }
-            Loss::Focal { gamma } if !(gamma >= 0.0 && gamma.is_finite()) => {
-                Err(Error::param("loss", format!("focal gamma must be finite and >= 0, got {gamma}")))
-            }
+            Loss::LabelSmoothing { alpha } if !(0.0..1.0).contains(&alpha) => Err(Error::param(
+                "loss",
+                format!("label smoothing alpha must be in [0, 1), got {alpha}"),
+            )),
+            Loss::Focal { gamma } if !(gamma >= 0.0 && gamma.is_finite()) => Err(Error::param(
+                "loss",
+                format!("focal gamma must be finite and >= 0, got {gamma}"),
+            )),
             _ => Ok(()),
         }
     }
@@ -264,7 +261,11 @@ fn focal_a<T: Real>(g: T, u: T, log_py: T) -> (T, T) {
     }
     let py = one - u;
     // r = log(p_y)/u → −1 as u → 0, so u^{γ−1} log p_y = u^γ r stays finite.
-    let r = if u > T::of(1e-6) { log_py / u } else { -one - u / T::of(2.0) };
+    let r = if u > T::of(1e-6) {
+        log_py / u
+    } else {
+        -one - u / T::of(2.0)
+    };
     let ug = u.powf(g);
     let a = ug * (g * py * r - one);
     let u_gm1 = ug / u;
@@ -284,7 +285,8 @@ mod tests {
                 let mut zm = z.to_vec();
                 zp[j] += h;
                 zm[j] -= h;
-                (loss.value_grad_inplace(&mut zp, y) - loss.value_grad_inplace(&mut zm, y)) / (2.0 * h)
+                (loss.value_grad_inplace(&mut zp, y) - loss.value_grad_inplace(&mut zm, y))
+                    / (2.0 * h)
             })
             .collect()
     }
@@ -308,7 +310,12 @@ mod tests {
                 loss.value_grad_inplace(&mut g, y);
                 let fd = central_grad(loss, &z, y);
                 for j in 0..4 {
-                    assert!((g[j] - fd[j]).abs() < 1e-7, "{loss} grad {j}: {} vs {}", g[j], fd[j]);
+                    assert!(
+                        (g[j] - fd[j]).abs() < 1e-7,
+                        "{loss} grad {j}: {} vs {}",
+                        g[j],
+                        fd[j]
+                    );
                 }
                 // HVP against the central difference of the gradient.
                 let h = 1e-5;
@@ -322,7 +329,11 @@ mod tests {
                 loss.hvp(&z, y, &v, &mut hv, &mut p);
                 for j in 0..4 {
                     let fd = (gp[j] - gm[j]) / (2.0 * h);
-                    assert!((hv[j] - fd).abs() < 1e-6, "{loss} hvp {j}: {} vs {fd}", hv[j]);
+                    assert!(
+                        (hv[j] - fd).abs() < 1e-6,
+                        "{loss} hvp {j}: {} vs {fd}",
+                        hv[j]
+                    );
                 }
             }
         }
@@ -357,7 +368,10 @@ mod tests {
     #[test]
     fn parse_names_and_reject_unknown() {
         assert_eq!("ce".parse::<Loss>().unwrap(), Loss::CrossEntropy);
-        assert_eq!("ls:0.3".parse::<Loss>().unwrap(), Loss::LabelSmoothing { alpha: 0.3 });
+        assert_eq!(
+            "ls:0.3".parse::<Loss>().unwrap(),
+            Loss::LabelSmoothing { alpha: 0.3 }
+        );
         assert_eq!("focal".parse::<Loss>().unwrap(), Loss::Focal { gamma: 2.0 });
         let e = "hinge".parse::<Loss>().unwrap_err().to_string();
         assert!(e.contains("unknown loss `hinge`"), "{e}");

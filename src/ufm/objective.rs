@@ -75,7 +75,13 @@ fn sq_norm<T: Real>(a: &[T]) -> f64 {
 
 impl UfmProblem {
     /// Logits of a block, $Z_b=H_bW^\top+\mathbf 1b^\top$, into `z` (rows × K).
-    fn block_logits<T: Real>(&self, hb: &ArrayView2<T>, w: &ArrayView2<T>, b: Option<&ndarray::ArrayView1<T>>, z: &mut ArrayViewMut2<T>) {
+    fn block_logits<T: Real>(
+        &self,
+        hb: &ArrayView2<T>,
+        w: &ArrayView2<T>,
+        b: Option<&ndarray::ArrayView1<T>>,
+        z: &mut ArrayViewMut2<T>,
+    ) {
         general_mat_mul(T::one(), hb, &w.t(), T::zero(), z);
         if let Some(b) = b {
             z.axis_iter_mut(Axis(0)).for_each(|mut r| r += b);
@@ -116,7 +122,9 @@ impl UfmProblem {
                     self.block_logits(&hb, &w, b.as_ref(), &mut z);
                     for (r, mut row) in z.axis_iter_mut(Axis(0)).enumerate() {
                         let y = labels[bi * BLOCK + r] as usize;
-                        l += loss.value_grad_inplace(row.as_slice_mut().expect("row"), y).to_f64_();
+                        l += loss
+                            .value_grad_inplace(row.as_slice_mut().expect("row"), y)
+                            .to_f64_();
                     }
                     hsq += sq_norm(hb.as_slice().expect("block"));
                     (l, hsq, zbuf)
@@ -127,7 +135,13 @@ impl UfmProblem {
         T::of(self.regularised(lsum / n as f64, &w, h_sq, b.as_ref()))
     }
 
-    fn regularised<T: Real>(&self, mean_loss: f64, w: &ArrayView2<T>, h_sq: f64, b: Option<&ndarray::ArrayView1<T>>) -> f64 {
+    fn regularised<T: Real>(
+        &self,
+        mean_loss: f64,
+        w: &ArrayView2<T>,
+        h_sq: f64,
+        b: Option<&ndarray::ArrayView1<T>>,
+    ) -> f64 {
         let w_sq = sq_norm(w.as_slice().expect("W"));
         let b_sq = b.map_or(0.0, |b| sq_norm(b.as_slice().expect("b")));
         mean_loss + 0.5 * (self.lambda_w() * w_sq + self.lambda_h() * h_sq + self.lambda_b() * b_sq)
@@ -143,7 +157,11 @@ impl UfmProblem {
         let hs = ht.as_slice().expect("H");
         let acc = hs
             .par_chunks(BLOCK * d)
-            .zip(ght.as_slice_mut().expect("grad H").par_chunks_mut(BLOCK * d))
+            .zip(
+                ght.as_slice_mut()
+                    .expect("grad H")
+                    .par_chunks_mut(BLOCK * d),
+            )
             .enumerate()
             .fold(
                 || Acc::<T>::new(k, d, 0),
@@ -168,7 +186,10 @@ impl UfmProblem {
             )
             .reduce(|| Acc::new(k, d, 0), Acc::merge);
         let lam_w = T::of(self.lambda_w());
-        ndarray::Zip::from(&mut gw).and(&acc.gw).and(&w).for_each(|g, &a, &wv| *g = a + lam_w * wv);
+        ndarray::Zip::from(&mut gw)
+            .and(&acc.gw)
+            .and(&w)
+            .for_each(|g, &a, &wv| *g = a + lam_w * wv);
         if let (Some(mut gb), Some(b)) = (gb, b.as_ref()) {
             let lam_b = T::of(self.lambda_b());
             for ((g, &a), &bv) in gb.iter_mut().zip(&acc.gb).zip(b.iter()) {
@@ -316,7 +337,10 @@ impl UfmProblem {
                 a
             });
         let lam_w = T::of(self.lambda_w());
-        ndarray::Zip::from(&mut ow).and(&acc.ow).and(&vw).for_each(|o, &a, &vv| *o = a + lam_w * vv);
+        ndarray::Zip::from(&mut ow)
+            .and(&acc.ow)
+            .and(&vw)
+            .for_each(|o, &a, &vv| *o = a + lam_w * vv);
         if let (Some(mut ob), Some(vb)) = (ob, vb) {
             let lam_b = T::of(self.lambda_b());
             for ((o, &a), &vv) in ob.iter_mut().zip(&acc.ob).zip(vb.iter()) {
@@ -351,8 +375,17 @@ mod tests {
     #[test]
     fn blocked_parallel_objective_matches_naive_loops() {
         // N = 300 > BLOCK so several blocks (and a ragged last one) are exercised.
-        for loss in [Loss::CrossEntropy, Loss::Mse, Loss::LabelSmoothing { alpha: 0.1 }, Loss::Focal { gamma: 2.0 }] {
-            let p = UfmConfig::with_class_sizes(vec![100, 120, 80], 7).lambdas(1e-2, 2e-2, 3e-3).loss(loss).build().unwrap();
+        for loss in [
+            Loss::CrossEntropy,
+            Loss::Mse,
+            Loss::LabelSmoothing { alpha: 0.1 },
+            Loss::Focal { gamma: 2.0 },
+        ] {
+            let p = UfmConfig::with_class_sizes(vec![100, 120, 80], 7)
+                .lambdas(1e-2, 2e-2, 3e-3)
+                .loss(loss)
+                .build()
+                .unwrap();
             let mut x: Vec<f64> = p.random_point(3, 0.7).unwrap();
             let nb = x.len();
             x[nb - 3..].copy_from_slice(&[0.1, -0.2, 0.3]);
@@ -360,14 +393,20 @@ mod tests {
             let mut g = vec![0.0; nb];
             let f2 = p.value_grad(&x, &mut g);
             let fr = naive_value(&p, &x);
-            assert!((f - fr).abs() < 1e-12 * fr.abs().max(1.0), "{loss}: {f} vs {fr}");
+            assert!(
+                (f - fr).abs() < 1e-12 * fr.abs().max(1.0),
+                "{loss}: {f} vs {fr}"
+            );
             assert!((f2 - fr).abs() < 1e-12 * fr.abs().max(1.0));
         }
     }
 
     #[test]
     fn fused_gd_step_equals_gradient_step() {
-        let p = UfmConfig::with_class_sizes(vec![150, 140], 5).lambdas(1e-2, 1e-3, 1e-2).build().unwrap();
+        let p = UfmConfig::with_class_sizes(vec![150, 140], 5)
+            .lambdas(1e-2, 1e-3, 1e-2)
+            .build()
+            .unwrap();
         let x0: Vec<f64> = p.random_point(11, 1.0).unwrap();
         let mut g = vec![0.0; x0.len()];
         let f = p.value_grad(&x0, &mut g);

@@ -82,20 +82,36 @@ impl UfmConfig {
     pub fn build(self) -> Result<UfmProblem> {
         let k = self.class_sizes.len();
         if k < 2 {
-            return Err(Error::param("classes", format!("need at least 2 classes, got {k}")));
+            return Err(Error::param(
+                "classes",
+                format!("need at least 2 classes, got {k}"),
+            ));
         }
         if k > u32::MAX as usize {
             return Err(Error::param("classes", "too many classes"));
         }
         if let Some(c) = self.class_sizes.iter().position(|&n| n == 0) {
-            return Err(Error::param("class-sizes", format!("class {c} has no samples; every class needs at least one")));
+            return Err(Error::param(
+                "class-sizes",
+                format!("class {c} has no samples; every class needs at least one"),
+            ));
         }
         if self.feature_dim == 0 {
-            return Err(Error::param("dim", "the feature dimension d must be at least 1"));
+            return Err(Error::param(
+                "dim",
+                "the feature dimension d must be at least 1",
+            ));
         }
-        for (name, v) in [("lambda-w", self.lambda_w), ("lambda-h", self.lambda_h), ("lambda-b", self.lambda_b)] {
+        for (name, v) in [
+            ("lambda-w", self.lambda_w),
+            ("lambda-h", self.lambda_h),
+            ("lambda-b", self.lambda_b),
+        ] {
             if !(v.is_finite() && v >= 0.0) {
-                return Err(Error::param(name, format!("must be finite and >= 0, got {v}")));
+                return Err(Error::param(
+                    name,
+                    format!("must be finite and >= 0, got {v}"),
+                ));
             }
         }
         self.loss.validate()?;
@@ -126,9 +142,17 @@ pub struct UfmProblem {
 }
 
 /// Borrowed views of a parameter vector: $(W, H^\top, b)$.
-pub type PointView<'a, T> = (ArrayView2<'a, T>, ArrayView2<'a, T>, Option<ArrayView1<'a, T>>);
+pub type PointView<'a, T> = (
+    ArrayView2<'a, T>,
+    ArrayView2<'a, T>,
+    Option<ArrayView1<'a, T>>,
+);
 /// Mutable views of a parameter vector.
-pub type PointViewMut<'a, T> = (ArrayViewMut2<'a, T>, ArrayViewMut2<'a, T>, Option<ArrayViewMut1<'a, T>>);
+pub type PointViewMut<'a, T> = (
+    ArrayViewMut2<'a, T>,
+    ArrayViewMut2<'a, T>,
+    Option<ArrayViewMut1<'a, T>>,
+);
 
 impl UfmProblem {
     /// The configuration this problem was built from.
@@ -188,7 +212,11 @@ impl UfmProblem {
     /// Checks that `x` has the right length.
     pub fn check_len<T>(&self, what: &str, x: &[T]) -> Result<()> {
         if x.len() != self.n_params {
-            return Err(Error::shape(what, format!("{} parameters", self.n_params), format!("{}", x.len())));
+            return Err(Error::shape(
+                what,
+                format!("{} parameters", self.n_params),
+                format!("{}", x.len()),
+            ));
         }
         Ok(())
     }
@@ -199,7 +227,11 @@ impl UfmProblem {
     /// If `x.len() != self.n_params()` (a programming error; use [`check_len`](Self::check_len)
     /// on external input).
     pub fn split<'a, T>(&self, x: &'a [T]) -> PointView<'a, T> {
-        assert_eq!(x.len(), self.n_params, "parameter vector has the wrong length");
+        assert_eq!(
+            x.len(),
+            self.n_params,
+            "parameter vector has the wrong length"
+        );
         let (k, d, n) = (self.n_classes(), self.feature_dim(), self.n_samples());
         let (w, rest) = x.split_at(k * d);
         let (h, b) = rest.split_at(n * d);
@@ -212,7 +244,11 @@ impl UfmProblem {
 
     /// Mutable version of [`split`](Self::split).
     pub fn split_mut<'a, T>(&self, x: &'a mut [T]) -> PointViewMut<'a, T> {
-        assert_eq!(x.len(), self.n_params, "parameter vector has the wrong length");
+        assert_eq!(
+            x.len(),
+            self.n_params,
+            "parameter vector has the wrong length"
+        );
         let (k, d, n) = (self.n_classes(), self.feature_dim(), self.n_samples());
         let (w, rest) = x.split_at_mut(k * d);
         let (h, b) = rest.split_at_mut(n * d);
@@ -224,20 +260,35 @@ impl UfmProblem {
     }
 
     /// Assembles a parameter vector from $W$ ($K\times d$), $H^\top$ ($N\times d$) and $b$.
-    pub fn join<T: Real>(&self, w: ArrayView2<T>, ht: ArrayView2<T>, b: Option<ArrayView1<T>>) -> Result<Vec<T>> {
+    pub fn join<T: Real>(
+        &self,
+        w: ArrayView2<T>,
+        ht: ArrayView2<T>,
+        b: Option<ArrayView1<T>>,
+    ) -> Result<Vec<T>> {
         let (k, d, n) = (self.n_classes(), self.feature_dim(), self.n_samples());
         if w.dim() != (k, d) {
-            return Err(Error::shape("W", format!("{k}x{d}"), format!("{:?}", w.dim())));
+            return Err(Error::shape(
+                "W",
+                format!("{k}x{d}"),
+                format!("{:?}", w.dim()),
+            ));
         }
         if ht.dim() != (n, d) {
-            return Err(Error::shape("H^T", format!("{n}x{d}"), format!("{:?}", ht.dim())));
+            return Err(Error::shape(
+                "H^T",
+                format!("{n}x{d}"),
+                format!("{:?}", ht.dim()),
+            ));
         }
         let mut x = Vec::with_capacity(self.n_params);
         x.extend(w.iter().copied());
         x.extend(ht.iter().copied());
         match (self.cfg.bias, b) {
             (true, Some(b)) if b.len() == k => x.extend(b.iter().copied()),
-            (true, Some(b)) => return Err(Error::shape("b", format!("{k}"), format!("{}", b.len()))),
+            (true, Some(b)) => {
+                return Err(Error::shape("b", format!("{k}"), format!("{}", b.len())))
+            }
             (true, None) => x.extend(std::iter::repeat_n(T::zero(), k)),
             (false, _) => {}
         }
@@ -248,13 +299,23 @@ impl UfmProblem {
     /// $b=0$, from a seeded generator.
     pub fn random_point<T: Real>(&self, seed: u64, scale: f64) -> Result<Vec<T>> {
         if !(scale.is_finite() && scale >= 0.0) {
-            return Err(Error::param("init-scale", format!("must be finite and >= 0, got {scale}")));
+            return Err(Error::param(
+                "init-scale",
+                format!("must be finite and >= 0, got {scale}"),
+            ));
         }
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let normal = Normal::new(0.0, scale.max(f64::MIN_POSITIVE)).map_err(|e| Error::param("init-scale", e.to_string()))?;
+        let normal = Normal::new(0.0, scale.max(f64::MIN_POSITIVE))
+            .map_err(|e| Error::param("init-scale", e.to_string()))?;
         let kd_nd = (self.n_classes() + self.n_samples()) * self.feature_dim();
         let mut x: Vec<T> = (0..kd_nd)
-            .map(|_| if scale == 0.0 { T::zero() } else { T::of(normal.sample(&mut rng)) })
+            .map(|_| {
+                if scale == 0.0 {
+                    T::zero()
+                } else {
+                    T::of(normal.sample(&mut rng))
+                }
+            })
             .collect();
         x.resize(self.n_params, T::zero());
         Ok(x)
@@ -267,15 +328,32 @@ mod tests {
 
     #[test]
     fn build_rejects_bad_values_with_named_flags() {
-        let e = UfmConfig::balanced(1, 5, 3).build().unwrap_err().to_string();
+        let e = UfmConfig::balanced(1, 5, 3)
+            .build()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("classes"), "{e}");
-        let e = UfmConfig::balanced(3, 5, 0).build().unwrap_err().to_string();
+        let e = UfmConfig::balanced(3, 5, 0)
+            .build()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("dim"), "{e}");
-        let e = UfmConfig::balanced(3, 5, 2).lambdas(-1.0, 0.1, 0.1).build().unwrap_err().to_string();
+        let e = UfmConfig::balanced(3, 5, 2)
+            .lambdas(-1.0, 0.1, 0.1)
+            .build()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("lambda-w"), "{e}");
-        let e = UfmConfig::balanced(3, 5, 2).lambdas(0.1, f64::NAN, 0.1).build().unwrap_err().to_string();
+        let e = UfmConfig::balanced(3, 5, 2)
+            .lambdas(0.1, f64::NAN, 0.1)
+            .build()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("lambda-h"), "{e}");
-        let e = UfmConfig::with_class_sizes(vec![3, 0, 2], 4).build().unwrap_err().to_string();
+        let e = UfmConfig::with_class_sizes(vec![3, 0, 2], 4)
+            .build()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("class 1 has no samples"), "{e}");
     }
 
@@ -291,7 +369,10 @@ mod tests {
         assert_eq!(b.unwrap()[1], 29.0);
         let y = p.join(w, h, b).unwrap();
         assert_eq!(x, y);
-        let nb = UfmConfig::with_class_sizes(vec![2, 3], 4).bias(false).build().unwrap();
+        let nb = UfmConfig::with_class_sizes(vec![2, 3], 4)
+            .bias(false)
+            .build()
+            .unwrap();
         assert_eq!(nb.n_params(), 28);
         assert!(nb.split(&x[..28]).2.is_none());
     }

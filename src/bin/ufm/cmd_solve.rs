@@ -139,7 +139,11 @@ pub fn run(args: SolveArgs) -> Result<()> {
     }
     let out = solve(&problem, &spec, None)?;
     if let Some(path) = &args.trace {
-        out.trace.as_ref().expect("trace requested").write(path).with_context(|| "writing the trace")?;
+        out.trace
+            .as_ref()
+            .expect("trace requested")
+            .write(path)
+            .with_context(|| "writing the trace")?;
     }
     if let Some(path) = &args.save {
         match &out.x_f32 {
@@ -177,10 +181,17 @@ pub fn run(args: SolveArgs) -> Result<()> {
         spec.seed,
         r.iterations,
         r.seconds,
-        if r.converged { "converged" } else { "NOT converged" },
+        if r.converged {
+            "converged"
+        } else {
+            "NOT converged"
+        },
         s.grad_norm,
         spec.tol,
-        r.message.as_deref().map(|m| format!("; {m}")).unwrap_or_default()
+        r.message
+            .as_deref()
+            .map(|m| format!("; {m}"))
+            .unwrap_or_default()
     );
     println!("objective          {:.12}", s.objective);
     match (&s.closed_form, s.gap, s.is_global_min) {
@@ -188,7 +199,11 @@ pub fn run(args: SolveArgs) -> Result<()> {
             println!("global minimum     {:.12}  ({})", cf.objective, cf.source);
             println!(
                 "gap f - f*         {gap:.3e}  => {}",
-                if ok { "global minimum reached" } else { "NOT at the global minimum" }
+                if ok {
+                    "global minimum reached"
+                } else {
+                    "NOT at the global minimum"
+                }
             );
             println!(
                 "closed form        frame {:?}, |w_k| = {:.6}, h = {:.6} w_k, K sqrt(n lW lH) = {:.4}",
