@@ -8,7 +8,12 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use ufm::ufm::{UfmConfig, UfmProblem};
 use ufm::Real;
 
-const SIZES: [(usize, usize, usize); 4] = [(10, 64, 100), (10, 512, 1000), (10, 512, 5000), (100, 512, 500)];
+const SIZES: [(usize, usize, usize); 4] = [
+    (10, 64, 100),
+    (10, 512, 1000),
+    (10, 512, 5000),
+    (100, 512, 500),
+];
 
 fn problem(k: usize, d: usize, n: usize) -> UfmProblem {
     UfmConfig::balanced(k, n, d).build().expect("valid")
@@ -21,9 +26,13 @@ fn bench_precision<T: Real>(c: &mut Criterion) {
         let x: Vec<T> = p.random_point(0, 0.1).unwrap();
         let id = format!("K{k}_d{d}_n{n}");
         // Bytes of H read once: the floor of any full-batch gradient.
-        g.throughput(Throughput::Bytes((p.n_samples() * d * std::mem::size_of::<T>()) as u64));
+        g.throughput(Throughput::Bytes(
+            (p.n_samples() * d * std::mem::size_of::<T>()) as u64,
+        ));
         let mut grad = vec![T::zero(); x.len()];
-        g.bench_function(BenchmarkId::new("value_grad", &id), |b| b.iter(|| p.value_grad(&x, &mut grad)));
+        g.bench_function(BenchmarkId::new("value_grad", &id), |b| {
+            b.iter(|| p.value_grad(&x, &mut grad))
+        });
         let mut xs = x.clone();
         g.bench_function(BenchmarkId::new("gd_step_fused", &id), |b| {
             b.iter(|| p.gd_step_fused(&mut xs, T::of(1e-6)))
@@ -31,7 +40,9 @@ fn bench_precision<T: Real>(c: &mut Criterion) {
         if n <= 1000 {
             let v: Vec<T> = p.random_point(1, 1.0).unwrap();
             let mut out = vec![T::zero(); x.len()];
-            g.bench_function(BenchmarkId::new("hvp", &id), |b| b.iter(|| p.hvp(&x, &v, &mut out)));
+            g.bench_function(BenchmarkId::new("hvp", &id), |b| {
+                b.iter(|| p.hvp(&x, &v, &mut out))
+            });
         }
     }
     g.finish();

@@ -23,13 +23,23 @@ fn problem_strategy() -> impl Strategy<Value = (UfmProblem, u64)> {
         any::<u64>(),
     )
         .prop_map(|(sizes, d, (lw, lh, lb), loss, bias, seed)| {
-            let p = UfmConfig::with_class_sizes(sizes, d).lambdas(lw, lh, lb).loss(loss).bias(bias).build().unwrap();
+            let p = UfmConfig::with_class_sizes(sizes, d)
+                .lambdas(lw, lh, lb)
+                .loss(loss)
+                .bias(bias)
+                .build()
+                .unwrap();
             (p, seed)
         })
 }
 
 fn rel_err(a: &[f64], b: &[f64]) -> f64 {
-    let num = a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f64>().sqrt();
+    let num = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).powi(2))
+        .sum::<f64>()
+        .sqrt();
     let den = b.iter().map(|y| y * y).sum::<f64>().sqrt().max(1e-3);
     num / den
 }
@@ -82,8 +92,17 @@ proptest! {
 /// The Hessian is symmetric: uᵀ(∇²f v) = vᵀ(∇²f u) for random u, v.
 #[test]
 fn hvp_is_symmetric() {
-    for loss in [Loss::CrossEntropy, Loss::Mse, Loss::LabelSmoothing { alpha: 0.2 }, Loss::Focal { gamma: 2.0 }] {
-        let p = UfmConfig::with_class_sizes(vec![5, 3, 4], 4).lambdas(1e-2, 2e-2, 3e-2).loss(loss).build().unwrap();
+    for loss in [
+        Loss::CrossEntropy,
+        Loss::Mse,
+        Loss::LabelSmoothing { alpha: 0.2 },
+        Loss::Focal { gamma: 2.0 },
+    ] {
+        let p = UfmConfig::with_class_sizes(vec![5, 3, 4], 4)
+            .lambdas(1e-2, 2e-2, 3e-2)
+            .loss(loss)
+            .build()
+            .unwrap();
         let x: Vec<f64> = p.random_point(1, 1.0).unwrap();
         let u: Vec<f64> = p.random_point(2, 1.0).unwrap();
         let v: Vec<f64> = p.random_point(3, 1.0).unwrap();
@@ -92,7 +111,10 @@ fn hvp_is_symmetric() {
         p.hvp(&x, &v, &mut hv);
         let a: f64 = v.iter().zip(&hu).map(|(a, b)| a * b).sum();
         let b: f64 = u.iter().zip(&hv).map(|(a, b)| a * b).sum();
-        assert!((a - b).abs() < 1e-12 * a.abs().max(1.0), "{loss}: {a} vs {b}");
+        assert!(
+            (a - b).abs() < 1e-12 * a.abs().max(1.0),
+            "{loss}: {a} vs {b}"
+        );
     }
 }
 

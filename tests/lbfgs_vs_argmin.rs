@@ -31,18 +31,39 @@ impl Gradient for Wrap<'_> {
 fn our_lbfgs_matches_argmins_lbfgs() {
     // Imbalanced, label smoothing: no closed form, so the reference is the other solver.
     for loss in [Loss::CrossEntropy, Loss::LabelSmoothing { alpha: 0.1 }] {
-        let p = UfmConfig::with_class_sizes(vec![8, 5, 3, 6], 6).lambdas(5e-3, 5e-3, 5e-3).loss(loss).build().unwrap();
+        let p = UfmConfig::with_class_sizes(vec![8, 5, 3, 6], 6)
+            .lambdas(5e-3, 5e-3, 5e-3)
+            .loss(loss)
+            .build()
+            .unwrap();
         let x0: Vec<f64> = p.random_point(3, 1.0).unwrap();
 
         let mut x = x0.clone();
-        let ours = Executor { tol: 1e-9, max_iter: 5000, ..Default::default() }.run(&p, &mut Lbfgs::new(10).unwrap(), &mut x, &mut []).unwrap();
+        let ours = Executor {
+            tol: 1e-9,
+            max_iter: 5000,
+            ..Default::default()
+        }
+        .run(&p, &mut Lbfgs::new(10).unwrap(), &mut x, &mut [])
+        .unwrap();
 
-        let solver = LBFGS::new(MoreThuenteLineSearch::new(), 10).with_tolerance_grad(1e-9).unwrap().with_tolerance_cost(0.0).unwrap();
-        let res = ArgminExecutor::new(Wrap(&p), solver).configure(|s| s.param(x0.clone()).max_iters(5000)).run().unwrap();
+        let solver = LBFGS::new(MoreThuenteLineSearch::new(), 10)
+            .with_tolerance_grad(1e-9)
+            .unwrap()
+            .with_tolerance_cost(0.0)
+            .unwrap();
+        let res = ArgminExecutor::new(Wrap(&p), solver)
+            .configure(|s| s.param(x0.clone()).max_iters(5000))
+            .run()
+            .unwrap();
         let theirs = res.state().get_best_cost();
 
         assert!(ours.converged, "{loss}: ours did not converge: {ours:?}");
         let rel = (ours.objective - theirs).abs() / theirs.abs();
-        assert!(rel < 1e-9, "{loss}: ours {} vs argmin {theirs} (rel {rel:e})", ours.objective);
+        assert!(
+            rel < 1e-9,
+            "{loss}: ours {} vs argmin {theirs} (rel {rel:e})",
+            ours.objective
+        );
     }
 }
