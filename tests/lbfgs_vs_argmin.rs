@@ -1,7 +1,7 @@
 //! Claim: our L-BFGS reaches the same optimum as argmin's L-BFGS (More–Thuente line search) on
 //! the same UFM instance — an independent implementation as the reference.
 
-use argmin::core::{CostFunction, Executor as ArgminExecutor, Gradient, State};
+use argmin::core::{CostFunction, Executor as ArgminExecutor, Gradient};
 use argmin::solver::linesearch::MoreThuenteLineSearch;
 use argmin::solver::quasinewton::LBFGS;
 use ufm::solver::{Executor, Lbfgs};
