@@ -79,6 +79,11 @@ fn check_solution(c: &Case, opt: OptimizerSpec, seed: u64) {
         c.bias,
         opt.short_name()
     );
+    assert!(
+        s.converged && s.grad_norm <= 1e-10,
+        "{tag}: not converged to |grad| <= 1e-10: {:?}",
+        s.report
+    );
     let rel = (s.objective - gm.objective).abs() / gm.objective.abs();
     assert!(
         rel <= 1e-8,
