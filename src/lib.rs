@@ -17,6 +17,7 @@
 //! | [`ufm`] | problem definition, losses, objective/gradient/Hessian-vector product, closed forms, ETFs |
 //! | [`solver`] | gradient descent, L-BFGS, trust-region Newton-CG, executor and trace observers |
 //! | [`metrics`] | streaming class statistics and the NC metrics |
+//! | [`features`] | reading features, labels and classifiers from `.npy` (streamed), `.npz`, `.safetensors` |
 //! | [`linalg`] | faer-backed symmetric eigensolver and SVD |
 //! | [`io`] | atomic writes, `.npz` export |
 //! | [`plot`] | PNG + SVG figures with an embedded font |
@@ -40,6 +41,7 @@
 #![allow(clippy::neg_cmp_op_on_partial_ord, clippy::needless_range_loop)]
 
 pub mod error;
+pub mod features;
 pub mod io;
 pub mod linalg;
 pub mod metrics;

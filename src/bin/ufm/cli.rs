@@ -16,4 +16,6 @@ pub struct Cli {
 pub enum Command {
     /// Solve a UFM instance and compare the answer with the closed-form global minimum.
     Solve(crate::cmd_solve::SolveArgs),
+    /// Neural-collapse metrics (NC1-NC4 and variants) of features from any network.
+    Metrics(crate::cmd_metrics::MetricsArgs),
 }
