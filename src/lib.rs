@@ -16,6 +16,7 @@
 //! |---|---|
 //! | [`ufm`] | problem definition, losses, objective/gradient/Hessian-vector product, closed forms, ETFs |
 //! | [`solver`] | gradient descent, L-BFGS, trust-region Newton-CG, executor and trace observers |
+//! | [`landscape`] | Hessian spectra, strict saddles, saddle escape, random-init sweeps |
 //! | [`metrics`] | streaming class statistics and the NC metrics |
 //! | [`linalg`] | faer-backed symmetric eigensolver and SVD |
 //! | [`io`] | atomic writes, `.npz` export |
@@ -41,6 +42,7 @@
 
 pub mod error;
 pub mod io;
+pub mod landscape;
 pub mod linalg;
 pub mod metrics;
 pub mod plot;

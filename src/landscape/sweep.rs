@@ -1,0 +1,1 @@
+//! Sweeps (placeholder, filled in below).
