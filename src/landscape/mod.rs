@@ -21,9 +21,11 @@
 //! | [`spectrum`] | full spectrum (faer), summary, dense-or-Lanczos analysis |
 //! | [`lanczos`] | Lanczos with full reorthogonalisation for extreme eigenvalues |
 //! | [`critical`] | origin and rank-$r$ critical points, escape test |
+//! | [`figures`] | convergence, spectra and success-rate figures from exported data |
 //! | [`sweep`] | trials × optimizers × $(d,\lambda)$ grid, shards, merge, summary |
 
 pub mod critical;
+pub mod figures;
 pub mod hessian;
 pub mod lanczos;
 pub mod spectrum;
@@ -113,6 +115,43 @@ pub fn hessian_report(p: &UfmProblem, x: &[f64], opts: &HessianOptions) -> Resul
         },
         hessian: h,
     })
+}
+
+/// Loads a point saved by `ufm solve --save` (arrays `W` $K\times d$, `H` $d\times N$, `b`) as a
+/// flat parameter vector of `p`, checking every shape against `p`.
+pub fn load_point_npz(path: &std::path::Path, p: &UfmProblem) -> Result<Vec<f64>> {
+    use crate::error::Error;
+    use ndarray::{Array1, Array2};
+    let f = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let mut npz = ndarray_npy::NpzReader::new(f)
+        .map_err(|e| Error::format(path, format!("not an .npz file: {e}")))?;
+    let mut get2 = |name: &str| -> Result<Array2<f64>> {
+        npz.by_name(name)
+            .or_else(|_| npz.by_name(&format!("{name}.npy")))
+            .map_err(|e| Error::format(path, format!("no f64 2-D array `{name}`: {e}")))
+    };
+    let w = get2("W")?;
+    let h = get2("H")?;
+    let b: Option<Array1<f64>> = npz.by_name("b").or_else(|_| npz.by_name("b.npy")).ok();
+    let (k, d, n) = (p.n_classes(), p.feature_dim(), p.n_samples());
+    if w.dim() != (k, d) || h.dim() != (d, n) {
+        return Err(Error::format(
+            path,
+            format!(
+                "W is {:?} and H is {:?}, but the problem flags give W {k}x{d}, H {d}x{n}; \
+                 pass the --classes/--per-class/--dim the point was solved with",
+                w.dim(),
+                h.dim()
+            ),
+        ));
+    }
+    let x = p.join(w.view(), h.t(), b.as_ref().map(|b| b.view()))?;
+    if !crate::real::all_finite(&x) {
+        return Err(Error::NonFinite {
+            what: format!("the arrays in {}", path.display()),
+        });
+    }
+    Ok(x)
 }
 
 #[cfg(test)]

@@ -52,10 +52,16 @@ impl SweepSpec {
     /// Checks the grid.
     pub fn validate(&self) -> Result<()> {
         if self.dims.is_empty() || self.dims.contains(&0) {
-            return Err(Error::param("dims", "give at least one feature dimension, all >= 1"));
+            return Err(Error::param(
+                "dims",
+                "give at least one feature dimension, all >= 1",
+            ));
         }
         if self.lambdas.is_empty() || self.lambdas.iter().any(|l| !(l.is_finite() && *l > 0.0)) {
-            return Err(Error::param("lambdas", "give at least one weight decay, all finite and > 0"));
+            return Err(Error::param(
+                "lambdas",
+                "give at least one weight decay, all finite and > 0",
+            ));
         }
         if self.optimizers.is_empty() {
             return Err(Error::param("optimizers", "give at least one optimizer"));
@@ -341,10 +347,10 @@ pub fn summarize(spec: &SweepSpec, rows: &[TrialRow]) -> Vec<CellSummary> {
                     success_fraction: successes as f64 / rs.len() as f64,
                     median_iterations: median(rs.iter().map(|r| r.iterations as f64).collect()),
                     median_seconds: median(rs.iter().map(|r| r.seconds).collect()),
-                    max_gap: rs
-                        .iter()
-                        .map(|r| r.objective - reference)
-                        .fold(f64::NEG_INFINITY, |a, b| if b.is_nan() { f64::INFINITY } else { a.max(b) }),
+                    max_gap: rs.iter().map(|r| r.objective - reference).fold(
+                        f64::NEG_INFINITY,
+                        |a, b| if b.is_nan() { f64::INFINITY } else { a.max(b) },
+                    ),
                     diverged: rs.iter().filter(|r| r.error.is_some()).count(),
                 });
             }
@@ -415,16 +421,18 @@ pub fn summary_csv(cells: &[CellSummary]) -> String {
 /// Reads a shard file written by [`write_shard`].
 pub fn read_shard(path: &Path) -> Result<ShardOutput> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?;
-    serde_json::from_str(&text).map_err(|e| {
-        Error::format(path, format!("not a `ufm landscape` shard JSON file: {e}"))
-    })
+    serde_json::from_str(&text)
+        .map_err(|e| Error::format(path, format!("not a `ufm landscape` shard JSON file: {e}")))
 }
 
 /// Writes a shard's trials as `<stem>.json` (for merging) and `<stem>.csv`.
 pub fn write_shard(stem: &Path, out: &ShardOutput) -> Result<()> {
     let json = serde_json::to_string_pretty(out)?;
     crate::io::write_atomic(&stem.with_extension("json"), json.as_bytes())?;
-    crate::io::write_atomic(&stem.with_extension("csv"), trials_csv(&out.rows).as_bytes())
+    crate::io::write_atomic(
+        &stem.with_extension("csv"),
+        trials_csv(&out.rows).as_bytes(),
+    )
 }
 
 /// Writes `summary.csv` and `summary.json` into `dir`.
@@ -445,7 +453,10 @@ mod tests {
             lambdas: vec![1e-2, 3e-2],
             optimizers: vec![
                 OptimizerSpec::Lbfgs { memory: 10 },
-                OptimizerSpec::Newton { radius: 1.0, max_cg: 200 },
+                OptimizerSpec::Newton {
+                    radius: 1.0,
+                    max_cg: 200,
+                },
             ],
             trials: 3,
             seed: 5,
@@ -462,7 +473,9 @@ mod tests {
         let s = spec();
         let whole = run_sweep(&s, 0, 1, &|_, _| {}).unwrap();
         assert_eq!(whole.rows.len(), s.n_jobs());
-        let parts: Vec<ShardOutput> = (0..3).map(|i| run_sweep(&s, i, 3, &|_, _| {}).unwrap()).collect();
+        let parts: Vec<ShardOutput> = (0..3)
+            .map(|i| run_sweep(&s, i, 3, &|_, _| {}).unwrap())
+            .collect();
         let merged = merge_shards(parts.clone()).unwrap();
         let strip = |rs: &[TrialRow]| -> Vec<(usize, u64, String, u64)> {
             rs.iter()
@@ -470,7 +483,10 @@ mod tests {
                 .collect()
         };
         assert_eq!(strip(&merged.rows), strip(&whole.rows));
-        assert!(merge_shards(parts[..2].to_vec()).unwrap_err().to_string().contains("missing shards [2]"));
+        assert!(merge_shards(parts[..2].to_vec())
+            .unwrap_err()
+            .to_string()
+            .contains("missing shards [2]"));
         let mut dup = parts.clone();
         dup.push(parts[0].clone());
         assert!(merge_shards(dup).is_err());
@@ -490,10 +506,16 @@ mod tests {
                 .count();
             assert_eq!(c.successes, ok);
             // d = 1 < K-1 = 2 has no closed form; d >= K-1 does.
-            assert_eq!(c.reference_source, if c.d == 1 { "empirical" } else { "closed-form" });
+            assert_eq!(
+                c.reference_source,
+                if c.d == 1 { "empirical" } else { "closed-form" }
+            );
         }
         // Thm 3.2 territory (d = 4 > K): every trial reaches the global optimum.
-        assert!(cells.iter().filter(|c| c.d == 4).all(|c| c.success_fraction == 1.0));
+        assert!(cells
+            .iter()
+            .filter(|c| c.d == 4)
+            .all(|c| c.success_fraction == 1.0));
     }
 
     #[test]
@@ -515,7 +537,9 @@ mod tests {
         let csv = std::fs::read_to_string(stem.with_extension("csv")).unwrap();
         assert_eq!(csv.lines().count(), 1 + out.rows.len());
         std::fs::write(dir.path().join("bad.json"), "{").unwrap();
-        let e = read_shard(&dir.path().join("bad.json")).unwrap_err().to_string();
+        let e = read_shard(&dir.path().join("bad.json"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bad.json"), "{e}");
     }
 }

@@ -16,4 +16,10 @@ pub struct Cli {
 pub enum Command {
     /// Solve a UFM instance and compare the answer with the closed-form global minimum.
     Solve(crate::cmd_solve::SolveArgs),
+    /// Hessian spectrum at a solution (or a loaded point) vs the rotation-orbit dimension.
+    Hessian(crate::cmd_landscape::HessianArgs),
+    /// Catalogue of certified strict saddles (origin, rank-r) with spectra and escape tests.
+    Saddles(crate::cmd_landscape::SaddlesArgs),
+    /// Random-init sweeps over (d, lambda) x optimizers; `merge` shards; `figures` for paper_figs/.
+    Landscape(crate::cmd_landscape::LandscapeArgs),
 }
