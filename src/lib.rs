@@ -16,6 +16,7 @@
 //! |---|---|
 //! | [`ufm`] | problem definition, losses, objective/gradient/Hessian-vector product, closed forms, ETFs |
 //! | [`solver`] | gradient descent, L-BFGS, trust-region Newton-CG, executor and trace observers |
+//! | [`landscape`] | Hessian spectra, strict saddles, saddle escape, random-init sweeps |
 //! | [`metrics`] | streaming class statistics and the NC metrics |
 //! | [`features`] | reading features, labels and classifiers from `.npy` (streamed), `.npz`, `.safetensors` |
 //! | [`linalg`] | faer-backed symmetric eigensolver and SVD |
@@ -43,6 +44,7 @@
 pub mod error;
 pub mod features;
 pub mod io;
+pub mod landscape;
 pub mod linalg;
 pub mod metrics;
 pub mod plot;

@@ -18,4 +18,10 @@ pub enum Command {
     Solve(crate::cmd_solve::SolveArgs),
     /// Neural-collapse metrics (NC1-NC4 and variants) of features from any network.
     Metrics(crate::cmd_metrics::MetricsArgs),
+    /// Hessian spectrum at a solution (or a loaded point) vs the rotation-orbit dimension.
+    Hessian(crate::cmd_landscape::HessianArgs),
+    /// Catalogue of certified strict saddles (origin, rank-r) with spectra and escape tests.
+    Saddles(crate::cmd_landscape::SaddlesArgs),
+    /// Random-init sweeps over (d, lambda) x optimizers; `merge` shards; `figures` for paper_figs/.
+    Landscape(crate::cmd_landscape::LandscapeArgs),
 }

@@ -3,6 +3,7 @@
 
 mod cli;
 mod cmd_metrics;
+mod cmd_landscape;
 mod cmd_solve;
 
 use clap::Parser;
@@ -13,6 +14,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Solve(args) => cmd_solve::run(args),
         cli::Command::Metrics(args) => cmd_metrics::run(args),
+        cli::Command::Hessian(args) => cmd_landscape::run_hessian(args),
+        cli::Command::Saddles(args) => cmd_landscape::run_saddles(args),
+        cli::Command::Landscape(args) => cmd_landscape::run_landscape(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
