@@ -16,6 +16,7 @@
 //! |---|---|
 //! | [`ufm`] | problem definition, losses, objective/gradient/Hessian-vector product, closed forms, ETFs |
 //! | [`solver`] | gradient descent, L-BFGS, trust-region Newton-CG, executor and trace observers |
+//! | [`certify`] | convex nuclear-norm reformulation, FISTA + SVT with a certified duality gap, balanced factorization, minority-collapse sweep |
 //! | [`metrics`] | streaming class statistics and the NC metrics |
 //! | [`linalg`] | faer-backed symmetric eigensolver and SVD |
 //! | [`io`] | atomic writes, `.npz` export |
@@ -39,6 +40,7 @@
 // Numeric code: `!(x > 0.0)` deliberately treats NaN as failing; index loops mirror the formulas.
 #![allow(clippy::neg_cmp_op_on_partial_ord, clippy::needless_range_loop)]
 
+pub mod certify;
 pub mod error;
 pub mod io;
 pub mod linalg;
