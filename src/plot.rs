@@ -178,6 +178,36 @@ where
     Ok(())
 }
 
+/// Writes several line charts side by side (one panel each, 800×600 per panel) as
+/// `<stem>.png` and `<stem>.svg`, each panel drawn by [`draw_line_chart`]; returns both paths.
+pub fn save_line_panels(stem: &Path, charts: &[LineChart]) -> Result<(PathBuf, PathBuf)> {
+    ensure_fonts()?;
+    if charts.is_empty() {
+        return Err(Error::Data("no panels to draw".into()));
+    }
+    if let Some(dir) = stem.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+    }
+    let png = stem.with_extension("png");
+    let svg = stem.with_extension("svg");
+    let size = (800 * charts.len() as u32, 600);
+    {
+        let root = BitMapBackend::new(&png, size).into_drawing_area();
+        for (area, chart) in root.split_evenly((1, charts.len())).iter().zip(charts) {
+            draw_line_chart(area, chart)?;
+        }
+        root.present().map_err(plot_err)?;
+    }
+    {
+        let root = SVGBackend::new(&svg, size).into_drawing_area();
+        for (area, chart) in root.split_evenly((1, charts.len())).iter().zip(charts) {
+            draw_line_chart(area, chart)?;
+        }
+        root.present().map_err(plot_err)?;
+    }
+    Ok((png, svg))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,34 +244,4 @@ mod tests {
         };
         assert!(save_line_chart(&dir.path().join("e"), &empty).is_err());
     }
-}
-
-/// Writes several line charts side by side (one panel each, 800×600 per panel) as
-/// `<stem>.png` and `<stem>.svg`, each panel drawn by [`draw_line_chart`]; returns both paths.
-pub fn save_line_panels(stem: &Path, charts: &[LineChart]) -> Result<(PathBuf, PathBuf)> {
-    ensure_fonts()?;
-    if charts.is_empty() {
-        return Err(Error::Data("no panels to draw".into()));
-    }
-    if let Some(dir) = stem.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
-    }
-    let png = stem.with_extension("png");
-    let svg = stem.with_extension("svg");
-    let size = (800 * charts.len() as u32, 600);
-    {
-        let root = BitMapBackend::new(&png, size).into_drawing_area();
-        for (area, chart) in root.split_evenly((1, charts.len())).iter().zip(charts) {
-            draw_line_chart(area, chart)?;
-        }
-        root.present().map_err(plot_err)?;
-    }
-    {
-        let root = SVGBackend::new(&svg, size).into_drawing_area();
-        for (area, chart) in root.split_evenly((1, charts.len())).iter().zip(charts) {
-            draw_line_chart(area, chart)?;
-        }
-        root.present().map_err(plot_err)?;
-    }
-    Ok((png, svg))
 }

@@ -20,7 +20,10 @@ pub fn numerical_rank(singular_values: &[f64], rel_tol: f64) -> usize {
     if !(top > 0.0) {
         return 0;
     }
-    singular_values.iter().filter(|&&s| s > rel_tol * top).count()
+    singular_values
+        .iter()
+        .filter(|&&s| s > rel_tol * top)
+        .count()
 }
 
 /// The balanced factors of a convex solution.
@@ -76,9 +79,7 @@ pub fn balanced_factors(
             w[[i, j]] = cw * s.sqrt() * u[i];
         }
         let proj = z_t.dot(&u);
-        hcols
-            .slice_mut(s![.., j])
-            .assign(&(proj * (ch / s.sqrt())));
+        hcols.slice_mut(s![.., j]).assign(&(proj * (ch / s.sqrt())));
     }
     let ht = Array2::from_shape_fn((p.n_samples(), width), |(i, j)| {
         hcols[[cp.column_of_sample(p, i), j]]

@@ -6,8 +6,9 @@
 //! into balanced $(W,H)$ with $d=K$ (so the bound is attained), and we record the cosines between
 //! classifier rows
 //! $$\cos(w_k,w_l)=\frac{w_k^\top w_l}{\lVert w_k\rVert\lVert w_l\rVert}$$
-//! averaged over majority–majority, minority–minority and majority–minority pairs, and the norms
-//! of the classifier rows and of the class means $\mu_k$. Fang, He, Long & Su (PNAS 2021,
+//! averaged over majority–majority, minority–minority and majority–minority pairs (undefined,
+//! `NaN`, once a row has vanished: norm below $10^{-6}$ of the largest), and the norms of the
+//! classifier rows and of the class means $\mu_k$. Fang, He, Long & Su (PNAS 2021,
 //! *Exploring deep neural networks via layer-peeled model: minority collapse in imbalanced
 //! training*) show that beyond a finite ratio the minority classifiers collapse onto one direction
 //! (minority–minority cosine $\to1$) and shrink.
@@ -66,7 +67,7 @@ impl Default for ImbalanceSpec {
             n_major: 1000,
             major_classes: 2,
             minor_classes: 2,
-            ratios: log_grid(1.0, 100.0, 25),
+            ratios: log_grid(1.0, 100.0, 41),
             lambda_w: 5e-3,
             lambda_h: 5e-3,
             lambda_b: 5e-3,
@@ -143,31 +144,34 @@ pub fn imbalance_sweep(spec: &ImbalanceSpec) -> Result<Vec<ImbalanceRow>> {
         acc.push(f.ht.view(), p.labels())?;
         let stats = acc.finish()?;
         let row_norm = |w: &Array2<f64>, i: usize| w.row(i).dot(&w.row(i)).sqrt();
+        // A row at the round-off level of the solve (relative 1e-6) has no direction.
+        let tiny = 1e-6 * (0..k).map(|i| row_norm(&f.w, i)).fold(0.0, f64::max);
         let cos = |i: usize, j: usize| {
             let (ni, nj) = (row_norm(&f.w, i), row_norm(&f.w, j));
-            if ni > 0.0 && nj > 0.0 {
+            if ni > tiny && nj > tiny {
                 f.w.row(i).dot(&f.w.row(j)) / (ni * nj)
             } else {
                 f64::NAN
             }
         };
-        let mean_cos = |set_i: std::ops::Range<usize>, set_j: std::ops::Range<usize>, same: bool| {
-            let mut s = 0.0;
-            let mut c = 0;
-            for i in set_i.clone() {
-                for j in set_j.clone() {
-                    if !same || j > i {
-                        s += cos(i, j);
-                        c += 1;
+        let mean_cos =
+            |set_i: std::ops::Range<usize>, set_j: std::ops::Range<usize>, same: bool| {
+                let mut s = 0.0;
+                let mut c = 0;
+                for i in set_i.clone() {
+                    for j in set_j.clone() {
+                        if !same || j > i {
+                            s += cos(i, j);
+                            c += 1;
+                        }
                     }
                 }
-            }
-            if c == 0 {
-                f64::NAN
-            } else {
-                s / c as f64
-            }
-        };
+                if c == 0 {
+                    f64::NAN
+                } else {
+                    s / c as f64
+                }
+            };
         let mean = |v: &dyn Fn(usize) -> f64, r: std::ops::Range<usize>| {
             let len = r.len() as f64;
             r.map(v).sum::<f64>() / len
@@ -264,7 +268,8 @@ pub fn read_csv(path: &Path) -> Result<Vec<ImbalanceRow>> {
     Ok(rows)
 }
 
-/// Draws the two-panel figure (cosines; norms) against $\log_{10}R$ into `<stem>.png/.svg`.
+/// Draws the two-panel figure against $\log_{10}R$ into `<stem>.png/.svg`: the mean cosines,
+/// and the mean norms relative to the first row (the least imbalanced ratio).
 pub fn plot(stem: &Path, rows: &[ImbalanceRow]) -> Result<(PathBuf, PathBuf)> {
     let series = |name: &str, get: fn(&ImbalanceRow) -> f64| Series {
         name: name.into(),
@@ -281,16 +286,28 @@ pub fn plot(stem: &Path, rows: &[ImbalanceRow]) -> Result<(PathBuf, PathBuf)> {
             series("majority-minority", |r| r.cos_cross),
         ],
     };
+    // Norms relative to the first (least imbalanced) row, so W rows and class means share an axis.
+    let first = &rows[0];
+    let rel = |name: &str, get: fn(&ImbalanceRow) -> f64| {
+        let base = get(first);
+        Series {
+            name: name.into(),
+            points: rows
+                .iter()
+                .map(|r| (r.ratio.log10(), get(r) / base))
+                .collect(),
+        }
+    };
     let norms = LineChart {
         title: "Norms vs imbalance".into(),
         x_label: "log10 R (imbalance ratio n_maj / n_min)".into(),
-        y_label: "mean norm".into(),
+        y_label: format!("mean norm / its value at R = {:.3}", first.ratio),
         log_y: false,
         series: vec![
-            series("|w_k| majority", |r| r.w_norm_major),
-            series("|w_k| minority", |r| r.w_norm_minor),
-            series("|mu_k| majority", |r| r.mean_norm_major),
-            series("|mu_k| minority", |r| r.mean_norm_minor),
+            rel("|w_k| majority", |r| r.w_norm_major),
+            rel("|w_k| minority", |r| r.w_norm_minor),
+            rel("|mu_k| majority", |r| r.mean_norm_major),
+            rel("|mu_k| minority", |r| r.mean_norm_minor),
         ],
     };
     save_line_panels(stem, &[angles, norms])

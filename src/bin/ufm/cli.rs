@@ -16,4 +16,6 @@ pub struct Cli {
 pub enum Command {
     /// Solve a UFM instance and compare the answer with the closed-form global minimum.
     Solve(crate::cmd_solve::SolveArgs),
+    /// Certify global optimality through the convex (nuclear-norm) reformulation; `certify figure` draws the imbalance geometry.
+    Certify(crate::cmd_certify::CertifyArgs),
 }

@@ -2,6 +2,7 @@
 //! Each subcommand lives in its own `cmd_*.rs` file; errors become `Error: ...` and exit code 1.
 
 mod cli;
+mod cmd_certify;
 mod cmd_solve;
 
 use clap::Parser;
@@ -11,6 +12,7 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let result = match cli.command {
         cli::Command::Solve(args) => cmd_solve::run(args),
+        cli::Command::Certify(args) => cmd_certify::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
