@@ -309,6 +309,12 @@ impl ConvexProblem {
     /// A certified lower bound $D(\Theta)\le P^\star$ from the dual point built at $(Z,b)$ (see
     /// the [module docs](self)), with the scalings used.
     pub fn dual_bound(&self, zt: ArrayView2<f64>, b: &[f64]) -> Result<DualBound> {
+        Ok(self.dual_point(zt, b)?.1)
+    }
+
+    /// The dual-feasible point $\Theta$ built at $(Z,b)$, stored like $Z$ ($m\times K$, row $c$ is
+    /// $\theta_c^\top$, the column of every sample in stored column $c$), and its bound.
+    pub fn dual_point(&self, zt: ArrayView2<f64>, b: &[f64]) -> Result<(Array2<f64>, DualBound)> {
         self.check(&zt, b)?;
         let mut v = Array2::<f64>::zeros(zt.dim());
         self.smooth(&zt, b, Some(&mut v));
@@ -370,13 +376,14 @@ impl ConvexProblem {
             let s = self.column_sum(&v) / n;
             value -= s.dot(&s) / (2.0 * self.lambda_b);
         }
-        Ok(DualBound {
+        let bound = DualBound {
             value,
             alpha,
             beta,
             clip,
             spectral_norm: spec,
-        })
+        };
+        Ok((v / n, bound))
     }
 
     /// Largest $s\le1$ (times 0.99 when limited) with $v_c+s\delta_c+q_c\ge0$ for softmax
@@ -715,4 +722,133 @@ pub fn solve_convex(
         seconds: t0.elapsed().as_secs_f64(),
         representation: cp.repr,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ufm::UfmConfig;
+    use rand::{RngExt, SeedableRng};
+
+    fn random_z(m: usize, k: usize, seed: u64, scale: f64) -> (Array2<f64>, Vec<f64>) {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let z = Array2::from_shape_fn((m, k), |_| scale * rng.random_range(-1.0..1.0));
+        let b = (0..k).map(|_| rng.random_range(-1.0..1.0)).collect();
+        (z, b)
+    }
+
+    #[test]
+    fn gram_svt_matches_thresholding_a_direct_svd_of_the_full_matrix() {
+        let p = UfmConfig::with_class_sizes(vec![3, 1, 4, 2], 4)
+            .build()
+            .unwrap();
+        let cp = ConvexProblem::new(&p, Representation::ClassCollapsed).unwrap();
+        let (z, _) = random_z(4, 4, 1, 2.0);
+        // Slow reference: expand to the K×N matrix, SVD, threshold, rebuild.
+        let full =
+            Array2::from_shape_fn((4, p.n_samples()), |(j, i)| z[[p.labels()[i] as usize, j]]);
+        let (u, sv, v) = crate::linalg::thin_svd(full.view()).unwrap();
+        let theta = 0.8 * sv[1];
+        let mut expect = Array2::<f64>::zeros(full.dim());
+        for j in 0..sv.len() {
+            let s = (sv[j] - theta).max(0.0);
+            for a in 0..4 {
+                for c in 0..p.n_samples() {
+                    expect[[a, c]] += s * u[[a, j]] * v[[c, j]];
+                }
+            }
+        }
+        let (got, nuc) = cp.svt(&z, theta).unwrap();
+        for i in 0..p.n_samples() {
+            for j in 0..4 {
+                let g = got[[p.labels()[i] as usize, j]];
+                assert!(
+                    (g - expect[[j, i]]).abs() < 1e-12,
+                    "{g} vs {}",
+                    expect[[j, i]]
+                );
+            }
+        }
+        let nuc_ref: f64 = sv.iter().map(|s| (s - theta).max(0.0)).sum();
+        assert!((nuc - nuc_ref).abs() < 1e-12);
+        assert!((cp.singular_values(z.view()).unwrap()[0] - sv[0]).abs() < 1e-12);
+    }
+
+    #[test]
+    fn conjugate_satisfies_fenchel_young_equality_at_gradients() {
+        // ℓ*(∇ℓ(u)) = ⟨∇ℓ(u), u⟩ − ℓ(u) for a convex differentiable ℓ.
+        for loss in [
+            Loss::CrossEntropy,
+            Loss::LabelSmoothing { alpha: 0.3 },
+            Loss::Mse,
+        ] {
+            let p = UfmConfig::balanced(4, 2, 4).loss(loss).build().unwrap();
+            let cp = ConvexProblem::new(&p, Representation::ClassCollapsed).unwrap();
+            for y in 0..4 {
+                let u = [0.4, -1.3, 2.2, 0.1];
+                let mut g = u.to_vec();
+                let l = loss.value_grad_inplace(&mut g, y);
+                let fy: f64 = g.iter().zip(&u).map(|(a, b)| a * b).sum::<f64>() - l;
+                let c = cp.conjugate(&g, y).unwrap();
+                assert!((c - fy).abs() < 1e-13, "{loss} y={y}: {c} vs {fy}");
+            }
+        }
+    }
+
+    #[test]
+    fn dual_point_is_feasible_at_arbitrary_iterates() {
+        for (loss, lb, bias) in [
+            (Loss::CrossEntropy, 0.0, true),
+            (Loss::CrossEntropy, 1e-2, true),
+            (Loss::CrossEntropy, 0.0, false),
+            (Loss::LabelSmoothing { alpha: 0.2 }, 0.0, true),
+            (Loss::Mse, 0.0, true),
+            (Loss::Mse, 1e-2, false),
+        ] {
+            let p = UfmConfig::with_class_sizes(vec![7, 2, 5], 3)
+                .lambdas(2e-3, 5e-3, lb)
+                .loss(loss)
+                .bias(bias)
+                .build()
+                .unwrap();
+            for repr in [Representation::ClassCollapsed, Representation::PerSample] {
+                let cp = ConvexProblem::new(&p, repr).unwrap();
+                for (seed, scale) in [(1, 0.1), (2, 3.0), (3, 30.0)] {
+                    let (z, b) = random_z(cp.n_columns(), 3, seed, scale);
+                    let (theta, db) = cp.dual_point(z.view(), &b).unwrap();
+                    // Spectral-norm ball.
+                    let spec = crate::linalg::singular_values(cp.weighted(&theta.view()).view())
+                        .unwrap()[0];
+                    assert!(
+                        spec <= cp.tau() * (1.0 + 1e-12),
+                        "{loss}: {spec} > {}",
+                        cp.tau()
+                    );
+                    // Θ1 = 0 when the bias is free.
+                    if bias && lb == 0.0 {
+                        let s = cp.column_sum(&theta);
+                        assert!(s.iter().all(|v| v.abs() < 1e-14), "{loss}: Θ1 = {s}");
+                    }
+                    // The conjugate's domain (checked inside) and the value it reports.
+                    let n = p.n_samples() as f64;
+                    let mut conj = 0.0;
+                    for (c, row) in theta.axis_iter(Axis(0)).enumerate() {
+                        let v: Vec<f64> = row.iter().map(|t| t * n).collect();
+                        conj += cp.weights()[c]
+                            * cp.conjugate(&v, cp.column_labels()[c] as usize).unwrap();
+                    }
+                    let mut d = -conj / n;
+                    if bias && lb > 0.0 {
+                        let s = cp.column_sum(&theta);
+                        d -= s.dot(&s) / (2.0 * lb);
+                    }
+                    assert!(
+                        (d - db.value).abs() < 1e-12 * d.abs().max(1.0),
+                        "{loss}: {d} vs {}",
+                        db.value
+                    );
+                }
+            }
+        }
+    }
 }
