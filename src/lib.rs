@@ -17,6 +17,7 @@
 //! | [`ufm`] | problem definition, losses, objective/gradient/Hessian-vector product, closed forms, ETFs |
 //! | [`solver`] | gradient descent, L-BFGS, trust-region Newton-CG, executor and trace observers |
 //! | [`landscape`] | Hessian spectra, strict saddles, saddle escape, random-init sweeps |
+//! | [`certify`] | convex nuclear-norm reformulation, FISTA + SVT with a certified duality gap, balanced factorization, minority-collapse sweep |
 //! | [`metrics`] | streaming class statistics and the NC metrics |
 //! | [`features`] | reading features, labels and classifiers from `.npy` (streamed), `.npz`, `.safetensors` |
 //! | [`linalg`] | faer-backed symmetric eigensolver and SVD |
@@ -41,6 +42,7 @@
 // Numeric code: `!(x > 0.0)` deliberately treats NaN as failing; index loops mirror the formulas.
 #![allow(clippy::neg_cmp_op_on_partial_ord, clippy::needless_range_loop)]
 
+pub mod certify;
 pub mod error;
 pub mod features;
 pub mod io;

@@ -24,4 +24,6 @@ pub enum Command {
     Saddles(crate::cmd_landscape::SaddlesArgs),
     /// Random-init sweeps over (d, lambda) x optimizers; `merge` shards; `figures` for paper_figs/.
     Landscape(crate::cmd_landscape::LandscapeArgs),
+    /// Certify global optimality through the convex (nuclear-norm) reformulation; `certify figure` draws the imbalance geometry.
+    Certify(crate::cmd_certify::CertifyArgs),
 }

@@ -4,6 +4,7 @@
 mod cli;
 mod cmd_metrics;
 mod cmd_landscape;
+mod cmd_certify;
 mod cmd_solve;
 
 use clap::Parser;
@@ -17,6 +18,7 @@ fn main() -> ExitCode {
         cli::Command::Hessian(args) => cmd_landscape::run_hessian(args),
         cli::Command::Saddles(args) => cmd_landscape::run_saddles(args),
         cli::Command::Landscape(args) => cmd_landscape::run_landscape(args),
+        cli::Command::Certify(args) => cmd_certify::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
