@@ -405,6 +405,13 @@ pub fn save_panels(
     Ok((png, svg))
 }
 
+/// Several line charts side by side (one row, 800×600 per panel) as `<stem>.png` and
+/// `<stem>.svg`: [`save_panels`] with [`Panel::Lines`].
+pub fn save_line_panels(stem: &Path, charts: &[LineChart]) -> Result<(PathBuf, PathBuf)> {
+    let panels: Vec<Panel> = charts.iter().cloned().map(Panel::Lines).collect();
+    save_panels(stem, None, &panels, panels.len().max(1), (800, 600))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -489,11 +496,4 @@ mod tests {
         )
         .is_err());
     }
-}
-
-/// Several line charts side by side (one row, 800×600 per panel) as `<stem>.png` and
-/// `<stem>.svg`: [`save_panels`] with [`Panel::Lines`].
-pub fn save_line_panels(stem: &Path, charts: &[LineChart]) -> Result<(PathBuf, PathBuf)> {
-    let panels: Vec<Panel> = charts.iter().cloned().map(Panel::Lines).collect();
-    save_panels(stem, None, &panels, panels.len().max(1), (800, 600))
 }
