@@ -540,7 +540,7 @@ impl Default for ConvexOptions {
         ConvexOptions {
             rel_tol: 1e-10,
             abs_tol: 1e-15,
-            max_iter: 200_000,
+            max_iter: 50_000,
             gap_every: 10,
             time_limit: None,
         }
