@@ -302,7 +302,6 @@ fn focal_loss_is_refused_with_the_reason_and_gamma_zero_is_accepted() {
 #[test]
 fn minority_classifiers_collapse_as_the_imbalance_grows() {
     let spec = ImbalanceSpec {
-        n_major: 1000,
         ratios: vec![1.0, 4.0, 10.0, 100.0],
         ..ImbalanceSpec::default()
     };

@@ -76,13 +76,10 @@ pub struct FigureArgs {
     /// Redraw from an existing CSV instead of recomputing.
     #[arg(long, value_name = "FILE.csv")]
     pub from_csv: Option<PathBuf>,
-    /// Samples per majority class.
-    #[arg(long, default_value_t = 1000)]
-    pub n_major: usize,
-    /// Number of majority classes.
-    #[arg(long, default_value_t = 2)]
-    pub major_classes: usize,
-    /// Number of minority classes.
+    /// Class sizes at R = 1 (the last --minor-classes of them are divided by R).
+    #[arg(long, value_delimiter = ',', default_value = "1000,1000,1000,1000")]
+    pub class_sizes: Vec<usize>,
+    /// Number of minority classes (the last ones).
     #[arg(long, default_value_t = 2)]
     pub minor_classes: usize,
     /// Largest imbalance ratio R (the grid is log-spaced from 1).
@@ -249,8 +246,7 @@ fn figure(f: FigureArgs) -> Result<()> {
             }
             let loss: Loss = f.loss.parse()?;
             let spec = ImbalanceSpec {
-                n_major: f.n_major,
-                major_classes: f.major_classes,
+                class_sizes: f.class_sizes.clone(),
                 minor_classes: f.minor_classes,
                 ratios: imbalance::log_grid(1.0, f.max_ratio, f.points.max(2)),
                 lambda_w: f.lambda_w,
