@@ -15,9 +15,11 @@
 //! [`certify`] solves the non-convex UFM with [`crate::solver::driver::solve`] and the convex
 //! problem with [`convex::solve_convex`] (FISTA + singular-value thresholding, stopped by a
 //! certified Fenchel duality gap), factors the convex optimum into balanced $(W,H)$
-//! ([`factor`]), evaluates a second dual point at the non-convex solution's logits
-//! ([`nonconvex_dual_bound`]), and reports the (larger) certified lower bound $D\le P^\star\le f^\star_{\text{UFM}}$ and the
-//! certified gap $f(x_{\text{non-convex}})-D\ge f(x_{\text{non-convex}})-f^\star_{\text{UFM}}$.
+//! ([`factor`]), evaluates dual points also at the non-convex solution's logits
+//! ([`nonconvex_dual_bound`]) and at a Newton polish of the factored optimum ([`polish`]), and
+//! reports the largest certified lower bound $D\le P^\star\le f^\star_{\text{UFM}}$ and the certified
+//! gap $f(x_{\text{non-convex}})-D\ge f(x_{\text{non-convex}})-f^\star_{\text{UFM}}$. Every bound is a
+//! Fenchel dual value at a dual-feasible point, so it is valid however the points were found.
 //! [`imbalance`] sweeps the imbalance ratio to show minority collapse (Fang et al., PNAS 2021).
 
 pub mod convex;
