@@ -93,8 +93,10 @@ fn figure_writes_csv_png_svg_and_redraws_from_csv() {
             stem.to_str().unwrap(),
             "--points",
             "4",
-            "--n-major",
-            "100",
+            "--class-sizes",
+            "100,100,100,100,100",
+            "--minor-classes",
+            "3",
         ])
         .assert()
         .success();

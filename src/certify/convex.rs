@@ -514,7 +514,7 @@ pub struct DualBound {
     pub alpha: f64,
     /// Mixing weight $\beta$ that enforced $\Theta\mathbf 1=0$ (free bias, softmax losses).
     pub beta: f64,
-    /// Fraction $s\in[0,1]$ of the singular-value clipping step that was taken.
+    /// Fraction $s$ (between 0 and 1) of the singular-value clipping step that was taken.
     pub clip: f64,
     /// $\lVert\nabla_ZF\rVert_2$ after centring, before scaling (equals $\tau$ at a nonzero optimum).
     pub spectral_norm: f64,
@@ -540,7 +540,7 @@ impl Default for ConvexOptions {
         ConvexOptions {
             rel_tol: 1e-10,
             abs_tol: 1e-15,
-            max_iter: 200_000,
+            max_iter: 50_000,
             gap_every: 10,
             time_limit: None,
         }

@@ -1,10 +1,10 @@
 //! Geometry of the certified UFM optimum as the class imbalance grows: minority collapse.
 //!
-//! $K_{\text{maj}}$ majority classes of $n_{\text{maj}}$ samples and $K_{\text{min}}$ minority
-//! classes of $n_{\text{min}}=\operatorname{round}(n_{\text{maj}}/R)$ samples. For each imbalance
-//! ratio $R$ the convex reformulation is solved to a certified gap ([`super::convex`]), factored
-//! into balanced $(W,H)$ with $d=K$ (so the bound is attained), and we record the cosines between
-//! classifier rows
+//! Base class sizes $(n_1,\dots,n_K)$ (default four classes of 1000): the last $K_{\text{min}}$
+//! classes are the minority and shrink to $\max(1,\operatorname{round}(n_k/R))$ samples, the first
+//! $K-K_{\text{min}}$ (majority) keep their size. For each imbalance ratio $R$ the convex
+//! reformulation is solved to a certified gap ([`super::convex`]), factored into balanced $(W,H)$
+//! with $d=K$ (so the bound is attained), and we record the cosines between classifier rows
 //! $$\cos(w_k,w_l)=\frac{w_k^\top w_l}{\lVert w_k\rVert\lVert w_l\rVert}$$
 //! averaged over majority–majority, minority–minority and majority–minority pairs (undefined,
 //! `NaN`, once a row has vanished: norm below $10^{-6}$ of the largest), and the norms of the
@@ -27,11 +27,9 @@ use std::path::{Path, PathBuf};
 /// Settings of the imbalance sweep.
 #[derive(Clone, Debug, Serialize)]
 pub struct ImbalanceSpec {
-    /// Samples in each majority class.
-    pub n_major: usize,
-    /// Number of majority classes.
-    pub major_classes: usize,
-    /// Number of minority classes.
+    /// Class sizes at $R=1$.
+    pub class_sizes: Vec<usize>,
+    /// Number of minority classes (the last ones), divided by $R$.
     pub minor_classes: usize,
     /// Imbalance ratios $R\ge1$.
     pub ratios: Vec<f64>,
@@ -64,8 +62,7 @@ pub fn log_grid(lo: f64, hi: f64, n: usize) -> Vec<f64> {
 impl Default for ImbalanceSpec {
     fn default() -> Self {
         ImbalanceSpec {
-            n_major: 1000,
-            major_classes: 2,
+            class_sizes: vec![1000; 4],
             minor_classes: 2,
             ratios: log_grid(1.0, 100.0, 41),
             lambda_w: 5e-3,
@@ -82,9 +79,9 @@ impl Default for ImbalanceSpec {
 /// One point of the sweep (one CSV row).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ImbalanceRow {
-    /// Realised ratio $n_{\text{maj}}/n_{\text{min}}$.
+    /// Imbalance ratio $R$.
     pub ratio: f64,
-    /// $n_{\text{min}}$.
+    /// Size of the first minority class at this ratio.
     pub n_minor: usize,
     /// Convex objective $P$ (= UFM optimum, attained at $d=K$).
     pub objective: f64,
@@ -112,10 +109,14 @@ const HEADER: &str = "ratio,n_minor,objective,lower_bound,rank,cos_major,cos_min
 
 /// Runs the sweep.
 pub fn imbalance_sweep(spec: &ImbalanceSpec) -> Result<Vec<ImbalanceRow>> {
-    if spec.major_classes == 0 || spec.minor_classes == 0 {
+    let k = spec.class_sizes.len();
+    if spec.minor_classes == 0 || spec.minor_classes >= k {
         return Err(Error::param(
-            "classes",
-            "need at least one majority and one minority class",
+            "minor-classes",
+            format!(
+                "need at least one majority and one minority class: got {} minority classes of {k}",
+                spec.minor_classes
+            ),
         ));
     }
     if let Some(r) = spec.ratios.iter().find(|r| !(r.is_finite() && **r >= 1.0)) {
@@ -124,13 +125,22 @@ pub fn imbalance_sweep(spec: &ImbalanceSpec) -> Result<Vec<ImbalanceRow>> {
             format!("imbalance ratios must be >= 1, got {r}"),
         ));
     }
-    let (a, m) = (spec.major_classes, spec.minor_classes);
-    let k = a + m;
+    let a = k - spec.minor_classes;
     let mut rows = Vec::with_capacity(spec.ratios.len());
     for &ratio in &spec.ratios {
-        let n_minor = ((spec.n_major as f64 / ratio).round() as usize).max(1);
-        let mut sizes = vec![spec.n_major; a];
-        sizes.extend(std::iter::repeat_n(n_minor, m));
+        let sizes: Vec<usize> = spec
+            .class_sizes
+            .iter()
+            .enumerate()
+            .map(|(c, &n)| {
+                if c < a {
+                    n
+                } else {
+                    ((n as f64 / ratio).round() as usize).max(1)
+                }
+            })
+            .collect();
+        let n_minor = sizes[a];
         let p = UfmConfig::with_class_sizes(sizes, k)
             .lambdas(spec.lambda_w, spec.lambda_h, spec.lambda_b)
             .loss(spec.loss)
@@ -179,7 +189,7 @@ pub fn imbalance_sweep(spec: &ImbalanceSpec) -> Result<Vec<ImbalanceRow>> {
         let mu_norm = |i: usize| stats.means.row(i).dot(&stats.means.row(i)).sqrt();
         let wn = |i: usize| row_norm(&f.w, i);
         rows.push(ImbalanceRow {
-            ratio: spec.n_major as f64 / n_minor as f64,
+            ratio,
             n_minor,
             objective: sol.primal,
             lower_bound: sol.lower_bound,
@@ -277,7 +287,7 @@ pub fn plot(stem: &Path, rows: &[ImbalanceRow]) -> Result<(PathBuf, PathBuf)> {
     };
     let angles = LineChart {
         title: "Classifier geometry vs imbalance".into(),
-        x_label: "log10 R (imbalance ratio n_maj / n_min)".into(),
+        x_label: "log10 R (minority classes have n_k / R samples)".into(),
         y_label: "mean cosine between classifier rows".into(),
         log_y: false,
         series: vec![
@@ -300,7 +310,7 @@ pub fn plot(stem: &Path, rows: &[ImbalanceRow]) -> Result<(PathBuf, PathBuf)> {
     };
     let norms = LineChart {
         title: "Norms vs imbalance".into(),
-        x_label: "log10 R (imbalance ratio n_maj / n_min)".into(),
+        x_label: "log10 R (minority classes have n_k / R samples)".into(),
         y_label: format!("mean norm / its value at R = {:.3}", first.ratio),
         log_y: false,
         series: vec![

@@ -31,6 +31,10 @@ pub struct CertifyArgs {
     /// per class (same optimum; slower; a self-check).
     #[arg(long)]
     pub per_sample: bool,
+    /// Skip the Newton polish of the factored convex optimum (its dual point usually gives the
+    /// sharpest bound on ill-conditioned instances).
+    #[arg(long)]
+    pub no_polish: bool,
     /// Print one JSON object instead of the readable summary.
     #[arg(long)]
     pub json: bool,
@@ -43,7 +47,7 @@ pub struct ConvexArgs {
     #[arg(long, default_value_t = 1e-10)]
     pub convex_tol: f64,
     /// Maximum iterations of the convex solver.
-    #[arg(long, default_value_t = 200_000)]
+    #[arg(long, default_value_t = 50_000)]
     pub convex_max_iter: usize,
 }
 
@@ -72,13 +76,10 @@ pub struct FigureArgs {
     /// Redraw from an existing CSV instead of recomputing.
     #[arg(long, value_name = "FILE.csv")]
     pub from_csv: Option<PathBuf>,
-    /// Samples per majority class.
-    #[arg(long, default_value_t = 1000)]
-    pub n_major: usize,
-    /// Number of majority classes.
-    #[arg(long, default_value_t = 2)]
-    pub major_classes: usize,
-    /// Number of minority classes.
+    /// Class sizes at R = 1 (the last --minor-classes of them are divided by R).
+    #[arg(long, value_delimiter = ',', default_value = "1000,1000,1000,1000")]
+    pub class_sizes: Vec<usize>,
+    /// Number of minority classes (the last ones).
     #[arg(long, default_value_t = 2)]
     pub minor_classes: usize,
     /// Largest imbalance ratio R (the grid is log-spaced from 1).
@@ -121,6 +122,7 @@ pub fn run(args: CertifyArgs) -> Result<()> {
         },
         rank_tol: args.rank_tol,
         gap_tol: args.gap_tol,
+        polish: !args.no_polish,
     };
     let out = certify(&problem, &spec)?;
     let r = &out.report;
@@ -167,15 +169,32 @@ pub fn run(args: CertifyArgs) -> Result<()> {
         cv.iterations,
         cv.seconds,
         if cv.converged {
-            "converged"
+            "converged".to_string()
         } else {
-            "NOT converged (raise --convex-max-iter)"
+            format!(
+                "stopped at --convex-max-iter with its own duality gap {:.1e}",
+                cv.gap
+            )
         }
     );
+    let source = if r.lower_bound == r.convex_lower_bound {
+        "the convex solver's dual point".to_string()
+    } else if r.lower_bound == r.nonconvex_dual_bound {
+        "the dual point at the non-convex solution".to_string()
+    } else {
+        "the dual point at the Newton-polished convex optimum".to_string()
+    };
     println!(
-        "lower bound D = {:.12}  (certified: duality gap P - D = {:.3e})",
-        r.lower_bound, r.convex_gap
+        "lower bound D = {:.12}  (certified, from {source}); P - D = {:.3e}",
+        r.lower_bound,
+        r.convex_objective - r.lower_bound
     );
+    if let Some(pl) = &r.polished {
+        println!(
+            "polish      Newton at d = rank = {}: f = {:.12}, |grad f| = {:.1e}, {} iterations",
+            pl.dim, pl.objective, pl.grad_norm, pl.iterations
+        );
+    }
     let sv: Vec<String> = r
         .singular_values
         .iter()
@@ -227,8 +246,7 @@ fn figure(f: FigureArgs) -> Result<()> {
             }
             let loss: Loss = f.loss.parse()?;
             let spec = ImbalanceSpec {
-                n_major: f.n_major,
-                major_classes: f.major_classes,
+                class_sizes: f.class_sizes.clone(),
                 minor_classes: f.minor_classes,
                 ratios: imbalance::log_grid(1.0, f.max_ratio, f.points.max(2)),
                 lambda_w: f.lambda_w,
