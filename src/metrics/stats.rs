@@ -277,10 +277,11 @@ impl ClassStats {
 
 /// Index of the first row of `x` holding a NaN or an infinity.
 pub(crate) fn first_non_finite_row<T: Real>(x: ArrayView2<T>) -> Option<usize> {
-    // Sum-based screen first (one pass, vectorisable); only on failure locate the row.
+    // Screen with a vectorisable sum of v * 0 (NaN for NaN or ±Inf, else 0); only on failure
+    // locate the row.
     let clean = x
         .outer_iter()
-        .all(|r| r.iter().fold(T::zero(), |a, &v| a + (v - v)) == T::zero());
+        .all(|r| r.iter().fold(T::zero(), |a, &v| a + v * T::zero()) == T::zero());
     if clean {
         return None;
     }
