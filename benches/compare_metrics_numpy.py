@@ -9,7 +9,9 @@ Run from the repository root after `cargo build --release`:
 Both sides use 2 threads (OPENBLAS_NUM_THREADS/OMP_NUM_THREADS=2 for NumPy, --threads 2 for
 ufm) and f64 accumulation of f32 features. Every timing is end to end from the files on disk
 (page cache warm): NumPy's includes np.load, ufm's includes process start-up. The best of
---repeats runs is reported.
+--repeats runs is reported, as wall time and as CPU time (user + system, all threads; the
+fairer number on a shared, loaded machine, though OpenBLAS's spinning threads inflate
+NumPy's). Ratios are NumPy time / ufm time.
 
 Implementations compared:
 * `numpy`: the vectorised form peers use (rhubarbwu, the MSE repo): one-hot GEMM for the means,
@@ -23,6 +25,7 @@ Implementations compared:
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -170,13 +173,22 @@ def ufm_metrics(binary, paths, threads):
     return time.perf_counter() - t0, json.loads(out)
 
 
+def cpu_now():
+    """CPU seconds (user + system) of this process and its finished children, all threads."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    ch = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + ch.ru_utime + ch.ru_stime
+
+
 def best(f, repeats):
-    times, val = [], None
+    """Best wall time and best CPU time over `repeats` runs, and the last result."""
+    walls, cpus, val = [], [], None
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        c0, t0 = cpu_now(), time.perf_counter()
         val = f()
-        times.append(time.perf_counter() - t0)
-    return min(times), val
+        walls.append(time.perf_counter() - t0)
+        cpus.append(cpu_now() - c0)
+    return min(walls), min(cpus), val
 
 
 def main():
@@ -195,20 +207,19 @@ def main():
     for n, d, k in sizes:
         paths = make_files(os.path.join(a.dir, f"N{n}_d{d}_K{k}"), n, d, k, seed=3)
         np.load(paths["features"])  # warm the page cache
-        t_ufm, val_ufm = best(lambda: ufm_metrics(a.binary, paths, a.threads)[1], a.repeats)
-        rows = [("ufm metrics", t_ufm, val_ufm)]
-        t, v = best(lambda: numpy_metrics(paths, kxk=True), a.repeats)
-        rows.append(("numpy-kxk", t, v))
+        t_ufm, c_ufm, val_ufm = best(lambda: ufm_metrics(a.binary, paths, a.threads)[1], a.repeats)
+        rows = [("ufm metrics", t_ufm, c_ufm, val_ufm)]
+        rows.append(("numpy-kxk",) + best(lambda: numpy_metrics(paths, kxk=True), a.repeats))
         if not a.skip_dense:
-            t, v = best(lambda: numpy_metrics(paths, kxk=False), a.repeats)
-            rows.append(("numpy (d x d)", t, v))
+            rows.append(("numpy (d x d)",) + best(lambda: numpy_metrics(paths, kxk=False), a.repeats))
         t_loop = loop_time(paths, a.loop_samples)
-        print(f"\nN={n} d={d} K={k}")
-        for name, t, v in rows:
+        print(f"\nN={n} d={d} K={k}   (load average {os.getloadavg()[0]:.1f})")
+        print(f"  {'':<15} {'wall':>9}   {'ratio':>7}   {'CPU':>8}   {'ratio':>7}   max rel. diff vs ufm")
+        for name, t, c, v in rows:
             dev = max(abs(v[key] - val_ufm[key]) / max(abs(val_ufm[key]), 1e-300) for key in KEYS)
-            print(f"  {name:<15} {t:9.3f} s   ratio to ufm {t / t_ufm:7.2f}x   max rel. diff vs ufm {dev:.1e}")
-        print(f"  {'loop (extrap.)':<15} {t_loop:9.1f} s   ratio to ufm {t_loop / t_ufm:7.0f}x   "
-              f"(per-sample loop on {a.loop_samples} samples, scaled to N)")
+            print(f"  {name:<15} {t:8.3f}s   {t / t_ufm:6.2f}x   {c:7.3f}s   {c / c_ufm:6.2f}x   {dev:.1e}")
+        print(f"  {'loop (extrap.)':<15} {t_loop:8.1f}s   {t_loop / t_ufm:6.0f}x   "
+              f"(per-sample Python loop on {a.loop_samples} samples, scaled to N; wall)")
     sys.stdout.flush()
 
 

@@ -4,12 +4,12 @@
 //! |---|---|---|---|
 //! | `.npy` | `f32`/`f64`, C or Fortran order, either byte order; **streamed** in row chunks | any integer dtype | `f32`/`f64` |
 //! | `.safetensors` | tensor `features` (`F32`/`F64`); **streamed** | `labels` (`I64`/`I32`/...) | `W`, `b` |
-//! | `.npz` (`np.savez[_compressed]`) | array `features`; read into memory | `labels` | `W`, `b` |
+//! | `.npz` (`np.savez`, `np.savez_compressed`) | array `features`; read into memory | `labels` | `W`, `b` |
 //!
 //! A streamed file is never loaded whole: [`FeatureSource`] reads the header, checks that
 //! the file holds all $N\cdot d$ values, then reads row chunks on demand (a Fortran-order file is
 //! read column segment by column segment and transposed in the chunk), so the memory beyond
-//! the accumulators is one chunk (default 8192 rows). Labels are read whole ($4N$ bytes as
+//! the accumulators is one chunk (default about 16 MiB). Labels are read whole ($4N$ bytes as
 //! `u32`).
 //!
 //! **Bundles** (`.npz`, `.safetensors`) hold several arrays under these names:
@@ -784,7 +784,7 @@ fn npz_error(path: &Path, name: &str, e: ndarray_npy::ReadNpzError) -> Error {
     if msg.contains("Compression method") {
         Error::format(
             path,
-            format!("{arr}compressed .npz (numpy.savez_compressed) is not supported; save with numpy.savez, or as .npy files (which are also streamed)"),
+            format!("{arr}unsupported zip compression ({msg}); save with numpy.savez or numpy.savez_compressed, or as .npy files (which are also streamed)"),
         )
     } else {
         Error::format(path, format!("{arr}corrupt or unreadable .npz: {msg}"))

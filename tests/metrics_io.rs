@@ -110,6 +110,7 @@ fn bundles_hold_features_labels_and_classifier() {
         ("bundle.npz", true),
         ("bundle.safetensors", true),
         ("bundle_h_dxn.npz", false),
+        ("bundle_compressed.npz", false),
     ] {
         let inp = features::open_bundle(&fixture(name)).unwrap();
         assert_features(&inp.features, f32_);

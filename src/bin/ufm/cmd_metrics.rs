@@ -55,8 +55,8 @@ pub struct MetricsArgs {
     /// How NC1 gets Sigma_W: auto, one-pass (d x d scatter), two-pass (K x K projection).
     #[arg(long, default_value = "auto")]
     pub strategy: String,
-    /// Rows per chunk read from disk.
-    #[arg(long, default_value_t = 8192)]
+    /// Rows per chunk read from disk (0: about 16 MiB per chunk).
+    #[arg(long, default_value_t = 0)]
     pub chunk_rows: usize,
     /// Worker threads (default: all cores, or RAYON_NUM_THREADS).
     #[arg(long)]
@@ -104,7 +104,7 @@ pub fn run(args: MetricsArgs) -> Result<()> {
         global_mean: args.global_mean.parse::<GlobalMean>()?,
         rtol: args.rtol,
         strategy: args.strategy.parse::<Strategy>()?,
-        chunk_rows: args.chunk_rows.max(1),
+        chunk_rows: args.chunk_rows,
     };
     let w = match &args.weights {
         Some(p) => Some(features::read_matrix(p)?),
