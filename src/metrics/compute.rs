@@ -239,7 +239,8 @@ pub struct MetricsConfig {
     pub rtol: Option<f64>,
     /// How $P$ is obtained.
     pub strategy: Strategy,
-    /// Rows per chunk requested from the stream.
+    /// Rows per chunk requested from the stream; `0`: about 16 MiB of `f64` per chunk
+    /// (between 256 and 8192 rows).
     pub chunk_rows: usize,
 }
 
@@ -251,7 +252,7 @@ impl Default for MetricsConfig {
             global_mean: GlobalMean::Weighted,
             rtol: None,
             strategy: Strategy::Auto,
-            chunk_rows: 8192,
+            chunk_rows: 0,
         }
     }
 }
@@ -482,6 +483,10 @@ pub fn compute_metrics(
             .collect(),
     };
     let wants = |m: Metric| metrics.contains(&m);
+    let chunk_rows = match cfg.chunk_rows {
+        0 => ((16 << 20) / (8 * d)).clamp(256, 8192),
+        r => r,
+    };
     let need_p = metrics.iter().any(|m| m.needs_projection());
     let need_ncc = wants(Metric::NccAgreement);
     let two_pass = need_p
@@ -494,7 +499,7 @@ pub fn compute_metrics(
 
     // Pass 1.
     let mut acc = ClassStats::with_scatter(k, d, scatter);
-    features.for_each_chunk(cfg.chunk_rows, &mut |r0, chunk| {
+    features.for_each_chunk(chunk_rows, &mut |r0, chunk| {
         let ys = labels.get(r0..r0 + chunk.nrows()).ok_or_else(|| {
             Error::shape(
                 format!("chunk of {name}"),
@@ -541,7 +546,7 @@ pub fn compute_metrics(
             &g,
             two_pass,
             cls.as_ref().map(|(w, c)| (w.view(), c.view())),
-            cfg.chunk_rows,
+            chunk_rows,
         )
         .map_err(|e| rename_stream_error(e, &name))?;
         if two_pass {

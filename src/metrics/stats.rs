@@ -132,18 +132,21 @@ impl ClassStats {
                 what: format!("feature row {}", first_row + i),
             });
         }
-        let n_chunks = x.nrows().div_ceil(CHUNK);
-        if n_chunks <= 1 {
+        // Pieces of at most CHUNK rows, at least two per thread when the batch allows.
+        let threads = rayon::current_num_threads();
+        let piece = x.nrows().div_ceil(2 * threads).clamp(256, CHUNK);
+        let n_chunks = x.nrows().div_ceil(piece);
+        if n_chunks <= 1 || threads == 1 {
             self.absorb(x, labels);
             return Ok(());
         }
         let (k, d, sc) = (self.k, self.d, self.scatter.is_some());
         // One accumulator per thread: bounded memory (threads x d^2), no d x d temporaries.
-        let per_thread = n_chunks.div_ceil(rayon::current_num_threads()).max(1);
+        let per_thread = n_chunks.div_ceil(threads).max(1);
         let part = x
-            .axis_chunks_iter(Axis(0), CHUNK)
+            .axis_chunks_iter(Axis(0), piece)
             .into_par_iter()
-            .zip(labels.par_chunks(CHUNK))
+            .zip(labels.par_chunks(piece))
             .with_min_len(per_thread)
             .fold(
                 || ClassStats::with_scatter(k, d, sc),
@@ -183,18 +186,31 @@ impl ClassStats {
             }
         }
         let mut class_ss = vec![0.0; k];
-        let mut xc = Array2::<f64>::zeros((x.nrows(), d));
-        for ((mut r, row), &y) in xc.outer_iter_mut().zip(x.outer_iter()).zip(labels) {
-            let m = means.row(y as usize);
-            let mut ss = 0.0;
-            for ((a, &v), &mu) in r.iter_mut().zip(row.iter()).zip(m.iter()) {
-                *a = v.to_f64_() - mu;
-                ss += *a * *a;
+        match self.scatter.as_mut() {
+            Some(s) => {
+                let mut xc = Array2::<f64>::zeros((x.nrows(), d));
+                for ((mut r, row), &y) in xc.outer_iter_mut().zip(x.outer_iter()).zip(labels) {
+                    let m = means.row(y as usize);
+                    let mut ss = 0.0;
+                    for ((a, &v), &mu) in r.iter_mut().zip(row.iter()).zip(m.iter()) {
+                        *a = v.to_f64_() - mu;
+                        ss += *a * *a;
+                    }
+                    class_ss[y as usize] += ss;
+                }
+                syrk_lower(s, xc.view());
             }
-            class_ss[y as usize] += ss;
-        }
-        if let Some(s) = self.scatter.as_mut() {
-            syrk_lower(s, xc.view());
+            None => {
+                for (row, &y) in x.outer_iter().zip(labels) {
+                    let m = means.row(y as usize);
+                    let ss: f64 = row
+                        .iter()
+                        .zip(m.iter())
+                        .map(|(&v, &mu)| (v.to_f64_() - mu) * (v.to_f64_() - mu))
+                        .sum();
+                    class_ss[y as usize] += ss;
+                }
+            }
         }
         self.merge_moments(&counts, &means, &class_ss);
     }
@@ -277,10 +293,11 @@ impl ClassStats {
 
 /// Index of the first row of `x` holding a NaN or an infinity.
 pub(crate) fn first_non_finite_row<T: Real>(x: ArrayView2<T>) -> Option<usize> {
-    // Sum-based screen first (one pass, vectorisable); only on failure locate the row.
+    // Screen with a vectorisable sum of v * 0 (NaN for NaN or ±Inf, else 0); only on failure
+    // locate the row.
     let clean = x
         .outer_iter()
-        .all(|r| r.iter().fold(T::zero(), |a, &v| a + (v - v)) == T::zero());
+        .all(|r| r.iter().fold(T::zero(), |a, &v| a + v * T::zero()) == T::zero());
     if clean {
         return None;
     }

@@ -9,13 +9,15 @@ use ufm::metrics::{compute_metrics, GlobalMean, Metric, MetricsConfig, MetricsRe
 
 /// Arguments of `ufm metrics`.
 #[derive(Args, Debug)]
-#[command(after_help = "Inputs: either bundles FILE.npz / FILE.safetensors holding `features` (N x d) \
+#[command(
+    after_help = "Inputs: either bundles FILE.npz / FILE.safetensors holding `features` (N x d) \
 or `H` (d x N, as `ufm solve --save` writes), `labels`, and optionally `W`, `b`, `test_features`, \
 `test_labels`; or --features F.npy --labels L.npy [--weights W.npy --bias b.npy]. .npy and \
 .safetensors features are streamed, so files larger than memory work.\n\
 Several bundles (e.g. one per epoch checkpoint) give one CSV row each.\n\
 Examples:\n  ufm metrics run.npz\n  ufm metrics --features H.npy --labels y.npy --weights W.npy --json\n  \
-ufm metrics ckpt_*.npz --csv nc.csv\n  ufm metrics run.npz --metrics nc1,nc2_w --global-mean class-mean")]
+ufm metrics ckpt_*.npz --csv nc.csv\n  ufm metrics run.npz --metrics nc1,nc2_w --global-mean class-mean"
+)]
 pub struct MetricsArgs {
     /// Bundles (.npz or .safetensors); one result per file.
     #[arg(value_name = "FILE")]
@@ -53,8 +55,8 @@ pub struct MetricsArgs {
     /// How NC1 gets Sigma_W: auto, one-pass (d x d scatter), two-pass (K x K projection).
     #[arg(long, default_value = "auto")]
     pub strategy: String,
-    /// Rows per chunk read from disk.
-    #[arg(long, default_value_t = 8192)]
+    /// Rows per chunk read from disk (0: about 16 MiB per chunk).
+    #[arg(long, default_value_t = 0)]
     pub chunk_rows: usize,
     /// Worker threads (default: all cores, or RAYON_NUM_THREADS).
     #[arg(long)]
@@ -102,7 +104,7 @@ pub fn run(args: MetricsArgs) -> Result<()> {
         global_mean: args.global_mean.parse::<GlobalMean>()?,
         rtol: args.rtol,
         strategy: args.strategy.parse::<Strategy>()?,
-        chunk_rows: args.chunk_rows.max(1),
+        chunk_rows: args.chunk_rows,
     };
     let w = match &args.weights {
         Some(p) => Some(features::read_matrix(p)?),
@@ -355,7 +357,10 @@ fn print_table(r: &Run) {
     }
     if let Some(tt) = &r.test {
         println!("test split: N = {} samples", tt.n_samples);
-        println!("{:<16} {:>13} {:>13}  definition", "metric", "train", "test");
+        println!(
+            "{:<16} {:>13} {:>13}  definition",
+            "metric", "train", "test"
+        );
     } else {
         println!("{:<16} {:>13}  definition", "metric", "value");
     }
