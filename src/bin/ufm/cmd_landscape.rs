@@ -341,7 +341,7 @@ pub struct FiguresArgs {
     #[arg(long)]
     pub replot: bool,
     /// Trials per cell of the heatmap sweep.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 20)]
     pub trials: usize,
 }
 
@@ -528,9 +528,9 @@ fn run_figures(f: FiguresArgs) -> Result<()> {
     let png = spectra_figure(dir, &sp, 0)?;
     eprintln!("[figures] wrote {}", png.display());
     let spec = SweepSpec {
-        base: UfmConfig::balanced(4, 5, 4).lambdas(1e-3, 1e-3, 1e-3),
-        dims: vec![2, 3, 4, 6, 8],
-        lambdas: vec![1e-3, 5e-3, 2e-2, 8e-2],
+        base: UfmConfig::balanced(8, 4, 8).lambdas(1e-3, 1e-3, 1e-3),
+        dims: vec![2, 3, 5, 6, 7, 8, 10, 16],
+        lambdas: vec![1e-3, 5e-3, 2e-2, 5e-2],
         optimizers: vec![
             OptimizerSpec::Gd { lr: 1.0 },
             OptimizerSpec::Lbfgs { memory: 10 },
