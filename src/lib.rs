@@ -18,6 +18,7 @@
 //! | [`solver`] | gradient descent, L-BFGS, trust-region Newton-CG, executor and trace observers |
 //! | [`landscape`] | Hessian spectra, strict saddles, saddle escape, random-init sweeps |
 //! | [`metrics`] | streaming class statistics and the NC metrics |
+//! | [`features`] | reading features, labels and classifiers from `.npy` (streamed), `.npz`, `.safetensors` |
 //! | [`linalg`] | faer-backed symmetric eigensolver and SVD |
 //! | [`io`] | atomic writes, `.npz` export |
 //! | [`plot`] | PNG + SVG figures with an embedded font |
@@ -41,6 +42,7 @@
 #![allow(clippy::neg_cmp_op_on_partial_ord, clippy::needless_range_loop)]
 
 pub mod error;
+pub mod features;
 pub mod io;
 pub mod landscape;
 pub mod linalg;

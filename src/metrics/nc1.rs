@@ -13,6 +13,15 @@
 //! $\lambda_i>\text{rtol}\cdot\lambda_{\max}$ with default $\text{rtol}=\max(d,K)\,\varepsilon$,
 //! scipy's `pinv` default on the $d\times d$ matrix $\Sigma_B$ (whose nonzero eigenvalues are
 //! $\lambda_i/K$).
+//!
+//! Variants (each a function below):
+//!
+//! | name | formula | source |
+//! |---|---|---|
+//! | `nc1` ([`nc1_pinv`]) | $\frac1K\operatorname{tr}(\Sigma_W\Sigma_B^\dagger)$, pinv rank rule | original `validate_NC.py`; rhubarbwu `covariance_ratio(metric="pinv")` |
+//! | `nc1_papyan` ([`nc1_papyan`]) | $\operatorname{tr}(\Sigma_W\Sigma_B^{\dagger_{K-1}})$: exactly the top $K-1$ eigenpairs of $\Sigma_B$ (as `scipy.sparse.linalg.svds(k=K-1)`), **no** $\frac1K$ | Papyan, Han & Donoho (PNAS 2020) notebook `Sw_invSb` |
+//! | `nc1_trace_ratio` ([`nc1_trace_ratio`]) | $\operatorname{tr}\Sigma_W/\operatorname{tr}\Sigma_B$ | Tirer, Huang & Niles-Weed (ICML 2023); rhubarbwu `"quotient"` |
+//! | `cdnv` ([`cdnv`]) | $\frac{2}{K(K-1)}\sum_{k<l}\frac{(V_k+V_l)/2}{\lVert\mu_k-\mu_l\rVert^2}$, $V_k=\frac1{n_k}\sum_{y_i=k}\lVert h_i-\mu_k\rVert^2$ | Galanti, György & Hutter (ICLR 2022, arXiv 2112.15121); rhubarbwu `variability_cdnv` |
 
 use super::{FeatureStats, GlobalMean};
 use crate::error::{Error, Result};
@@ -24,7 +33,9 @@ pub fn default_rtol(stats: &FeatureStats) -> f64 {
     stats.feature_dim().max(stats.n_classes()) as f64 * f64::EPSILON
 }
 
-/// $\bar M^\top\Sigma_W\bar M$ ($K\times K$) and $G=\bar M^\top\bar M$.
+/// $\bar M^\top\Sigma_W\bar M$ ($K\times K$) and $G=\bar M^\top\bar M$, from the $d\times d$
+/// scatter (one-pass statistics). [`crate::metrics::compute`] obtains the same $K\times K$ matrix
+/// without the scatter, by a second pass over the data.
 pub fn projected_within(
     stats: &FeatureStats,
     gm: GlobalMean,
@@ -68,4 +79,71 @@ pub fn nc1_pinv(stats: &FeatureStats, gm: GlobalMean, rtol: Option<f64>) -> Resu
     let (p, g) = projected_within(stats, gm)?;
     let k = stats.n_classes();
     trace_pinv_sq(&p, &g, rtol.unwrap_or_else(|| default_rtol(stats)), k - 1)
+}
+
+/// $\frac1K\operatorname{tr}(\Sigma_W\Sigma_B^\dagger)$ from a precomputed $P=\bar M^\top\Sigma_W\bar M$
+/// and $G=\bar M^\top\bar M$ (see [`trace_pinv_sq`]); `rtol` as in [`nc1_pinv`].
+pub fn nc1_from_projection(p: &Array2<f64>, g: &Array2<f64>, rtol: f64) -> Result<f64> {
+    let k = g.nrows();
+    trace_pinv_sq(p, g, rtol, k.saturating_sub(1))
+}
+
+/// Papyan et al.'s NC1: $\operatorname{tr}(\Sigma_W\Sigma_B^{\dagger_{K-1}})$ with the pseudo-inverse
+/// built from exactly the top $K-1$ eigenpairs of $\Sigma_B$ (their `svds(Sigma_B, k=K-1)`) and
+/// no $\frac1K$ factor. Unlike [`nc1_pinv`] there is no relative rank tolerance: if the class
+/// means span fewer than $K-1$ dimensions the value blows up, as the notebook's does (only an
+/// exactly zero eigenvalue is skipped). Papyan's notebook centres with the mean of class
+/// means: pass [`GlobalMean::ClassMean`] to reproduce it exactly.
+pub fn nc1_papyan_from_projection(p: &Array2<f64>, g: &Array2<f64>) -> Result<f64> {
+    let k = g.nrows();
+    // Σ_B = M̄M̄ᵀ/K, so tr(Σ_W Σ_B^†) = K tr(G^{†2} P).
+    Ok(k as f64 * trace_pinv_sq(p, g, 0.0, k.saturating_sub(1))?)
+}
+
+/// [`nc1_papyan_from_projection`] from one-pass statistics (needs the scatter).
+pub fn nc1_papyan(stats: &FeatureStats, gm: GlobalMean) -> Result<f64> {
+    let (p, g) = projected_within(stats, gm)?;
+    nc1_papyan_from_projection(&p, &g)
+}
+
+/// $\operatorname{tr}\Sigma_W/\operatorname{tr}\Sigma_B$ with
+/// $\operatorname{tr}\Sigma_B=\frac1K\sum_k\lVert\mu_k-\mu_G\rVert^2$; needs no scatter. `NaN` when all
+/// class means coincide.
+pub fn nc1_trace_ratio(stats: &FeatureStats, gm: GlobalMean) -> f64 {
+    let mt = stats.centred_means(gm);
+    let k = stats.n_classes() as f64;
+    let tr_b = mt.iter().map(|v| v * v).sum::<f64>() / k;
+    if !(tr_b > 0.0) {
+        return f64::NAN;
+    }
+    stats.trace_sigma_w() / tr_b
+}
+
+/// Class-distance normalised variance (Galanti et al. 2022), averaged over the
+/// $\binom K2$ pairs; $V_k$ is the class's mean squared distance to its mean (trace of the class
+/// covariance). The pairwise distances are formed from differences, not from a Gram matrix,
+/// so nearly equal means do not cancel. Independent of the global mean. `Inf` if two class
+/// means coincide.
+pub fn cdnv(stats: &FeatureStats) -> f64 {
+    let k = stats.n_classes();
+    let v: Vec<f64> = stats
+        .class_ss
+        .iter()
+        .zip(&stats.counts)
+        .map(|(&ss, &n)| ss / n as f64)
+        .collect();
+    let m = &stats.means;
+    let mut total = 0.0;
+    for a in 0..k {
+        for b in a + 1..k {
+            let dist2: f64 = m
+                .row(a)
+                .iter()
+                .zip(m.row(b).iter())
+                .map(|(x, y)| (x - y) * (x - y))
+                .sum();
+            total += 0.5 * (v[a] + v[b]) / dist2;
+        }
+    }
+    total / (k * (k - 1) / 2) as f64
 }

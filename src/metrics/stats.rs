@@ -21,7 +21,6 @@
 
 use crate::error::{Error, Result};
 use crate::real::Real;
-use ndarray::linalg::general_mat_mul;
 use ndarray::{Array1, Array2, ArrayView2, Axis};
 use rayon::prelude::*;
 
@@ -88,8 +87,20 @@ impl ClassStats {
     }
 
     /// Adds a batch of features (rows of `x`, $B\times d$) with their labels. Large batches
-    /// are split into chunks processed in parallel and merged.
+    /// are split into chunks processed in parallel (one running accumulator per thread, merged
+    /// at the end).
     pub fn push<T: Real>(&mut self, x: ArrayView2<T>, labels: &[u32]) -> Result<()> {
+        self.push_at(x, labels, 0)
+    }
+
+    /// [`push`](Self::push) for a batch whose first row is row `first_row` of a larger stream;
+    /// only used to report the absolute row index of a non-finite value.
+    pub fn push_at<T: Real>(
+        &mut self,
+        x: ArrayView2<T>,
+        labels: &[u32],
+        first_row: usize,
+    ) -> Result<()> {
         if x.ncols() != self.d {
             return Err(Error::shape(
                 "features",
@@ -110,67 +121,110 @@ impl ClassStats {
             .find(|(_, &y)| y as usize >= self.k)
         {
             return Err(Error::Data(format!(
-                "label {y} at row {i} is outside 0..{} (K = {})",
-                self.k, self.k
+                "label {y} at row {} is outside 0..{} (K = {})",
+                first_row + i,
+                self.k,
+                self.k
             )));
         }
-        if let Some(i) = x
-            .outer_iter()
-            .position(|r| r.iter().any(|v| !v.is_finite()))
-        {
+        if let Some(i) = first_non_finite_row(x) {
             return Err(Error::NonFinite {
-                what: format!("feature row {i}"),
+                what: format!("feature row {}", first_row + i),
             });
         }
-        if x.nrows() <= CHUNK {
-            let part = self.batch_stats(x, labels);
-            self.merge(part)?;
+        let n_chunks = x.nrows().div_ceil(CHUNK);
+        if n_chunks <= 1 {
+            self.absorb(x, labels);
             return Ok(());
         }
         let (k, d, sc) = (self.k, self.d, self.scatter.is_some());
-        let parts: Vec<ClassStats> = x
+        // One accumulator per thread: bounded memory (threads x d^2), no d x d temporaries.
+        let per_thread = n_chunks.div_ceil(rayon::current_num_threads()).max(1);
+        let part = x
             .axis_chunks_iter(Axis(0), CHUNK)
             .into_par_iter()
             .zip(labels.par_chunks(CHUNK))
-            .map(|(xc, lc)| ClassStats::with_scatter(k, d, sc).batch_stats(xc, lc))
-            .collect();
-        for p in parts {
-            self.merge(p)?;
+            .with_min_len(per_thread)
+            .fold(
+                || ClassStats::with_scatter(k, d, sc),
+                |mut acc, (xc, lc)| {
+                    acc.absorb(xc, lc);
+                    acc
+                },
+            )
+            .reduce_with(|mut a, b| {
+                a.merge_unchecked(b);
+                a
+            });
+        if let Some(p) = part {
+            self.merge_unchecked(p);
         }
         Ok(())
     }
 
-    /// Statistics of one batch about its own class means.
-    fn batch_stats<T: Real>(&self, x: ArrayView2<T>, labels: &[u32]) -> ClassStats {
+    /// Adds one batch (already validated) to the running totals: the batch's class means
+    /// $\nu_k$, its scatter about them accumulated straight into the running scatter (lower
+    /// triangle only), then the Chan et al. correction.
+    fn absorb<T: Real>(&mut self, x: ArrayView2<T>, labels: &[u32]) {
         let (k, d) = (self.k, self.d);
-        let mut out = ClassStats::with_scatter(k, d, self.scatter.is_some());
+        let mut counts = vec![0u64; k];
+        let mut means = Array2::<f64>::zeros((k, d));
         for (row, &y) in x.outer_iter().zip(labels) {
             let y = y as usize;
-            out.counts[y] += 1;
-            let mut m = out.means.row_mut(y);
+            counts[y] += 1;
+            let mut m = means.row_mut(y);
             for (a, &v) in m.iter_mut().zip(row.iter()) {
                 *a += v.to_f64_();
             }
         }
-        for (mut m, &c) in out.means.outer_iter_mut().zip(&out.counts) {
+        for (mut m, &c) in means.outer_iter_mut().zip(&counts) {
             if c > 0 {
                 m /= c as f64;
             }
         }
+        let mut class_ss = vec![0.0; k];
         let mut xc = Array2::<f64>::zeros((x.nrows(), d));
         for ((mut r, row), &y) in xc.outer_iter_mut().zip(x.outer_iter()).zip(labels) {
-            let m = out.means.row(y as usize);
+            let m = means.row(y as usize);
             let mut ss = 0.0;
             for ((a, &v), &mu) in r.iter_mut().zip(row.iter()).zip(m.iter()) {
                 *a = v.to_f64_() - mu;
                 ss += *a * *a;
             }
-            out.class_ss[y as usize] += ss;
+            class_ss[y as usize] += ss;
         }
-        if let Some(s) = out.scatter.as_mut() {
-            general_mat_mul(1.0, &xc.t(), &xc, 0.0, s);
+        if let Some(s) = self.scatter.as_mut() {
+            syrk_lower(s, xc.view());
         }
-        out
+        self.merge_moments(&counts, &means, &class_ss);
+    }
+
+    /// Chan et al. update of counts, means, per-class sums of squares and (lower triangle of)
+    /// the scatter with another summary's moments; the other scatter, if any, must already
+    /// have been added.
+    fn merge_moments(&mut self, counts: &[u64], means: &Array2<f64>, class_ss: &[f64]) {
+        // Rows √(n m/(n+m)) (ν − μ) of the rank-K correction.
+        let mut corr = Array2::<f64>::zeros((self.k, self.d));
+        let mut any = false;
+        for c in 0..self.k {
+            let (n, m) = (self.counts[c] as f64, counts[c] as f64);
+            if m == 0.0 {
+                continue;
+            }
+            let delta: Array1<f64> = &means.row(c) - &self.means.row(c);
+            let w = n * m / (n + m);
+            if n > 0.0 {
+                any = true;
+                corr.row_mut(c).assign(&(&delta * w.sqrt()));
+                self.class_ss[c] += w * delta.dot(&delta);
+            }
+            self.class_ss[c] += class_ss[c];
+            self.means.row_mut(c).scaled_add(m / (n + m), &delta);
+            self.counts[c] += counts[c];
+        }
+        if let (Some(s), true) = (self.scatter.as_mut(), any) {
+            syrk_lower(s, corr.view());
+        }
     }
 
     /// Merges another accumulator (same $K$, $d$) into this one (Chan et al. update).
@@ -187,32 +241,16 @@ impl ClassStats {
                 "cannot merge statistics with and without the scatter matrix".into(),
             ));
         }
-        // Rows √(n m/(n+m)) (ν − μ) of the rank-K correction.
-        let mut corr = Array2::<f64>::zeros((self.k, self.d));
-        let mut any = false;
-        for c in 0..self.k {
-            let (n, m) = (self.counts[c] as f64, other.counts[c] as f64);
-            if m == 0.0 {
-                continue;
-            }
-            let delta: Array1<f64> = &other.means.row(c) - &self.means.row(c);
-            let w = n * m / (n + m);
-            if n > 0.0 {
-                any = true;
-                corr.row_mut(c).assign(&(&delta * w.sqrt()));
-                self.class_ss[c] += w * delta.dot(&delta);
-            }
-            self.class_ss[c] += other.class_ss[c];
-            self.means.row_mut(c).scaled_add(m / (n + m), &delta);
-            self.counts[c] += other.counts[c];
-        }
-        if let (Some(s), Some(o)) = (self.scatter.as_mut(), other.scatter.as_ref()) {
-            *s += o;
-            if any {
-                general_mat_mul(1.0, &corr.t(), &corr, 1.0, s);
-            }
-        }
+        self.merge_unchecked(other);
         Ok(())
+    }
+
+    fn merge_unchecked(&mut self, other: ClassStats) {
+        if let (Some(s), Some(o)) = (self.scatter.as_mut(), other.scatter.as_ref()) {
+            // Both hold valid lower triangles; adding the full matrices keeps that true.
+            *s += o;
+        }
+        self.merge_moments(&other.counts, &other.means, &other.class_ss);
     }
 
     /// Finishes the accumulation; every class must have at least one sample.
@@ -224,12 +262,63 @@ impl ClassStats {
                 self.k
             )));
         }
+        let mut scatter = self.scatter;
+        if let Some(s) = scatter.as_mut() {
+            mirror_lower(s);
+        }
         Ok(FeatureStats {
             counts: self.counts,
             means: self.means,
-            scatter: self.scatter,
+            scatter,
             class_ss: self.class_ss,
         })
+    }
+}
+
+/// Index of the first row of `x` holding a NaN or an infinity.
+pub(crate) fn first_non_finite_row<T: Real>(x: ArrayView2<T>) -> Option<usize> {
+    // Sum-based screen first (one pass, vectorisable); only on failure locate the row.
+    let clean = x
+        .outer_iter()
+        .all(|r| r.iter().fold(T::zero(), |a, &v| a + (v - v)) == T::zero());
+    if clean {
+        return None;
+    }
+    x.outer_iter()
+        .position(|r| r.iter().any(|v| !v.is_finite()))
+}
+
+/// Lower triangle of $S\mathrel{+}=X^\top X$ (the upper triangle is left untouched): a
+/// symmetric rank-$B$ update (BLAS `syrk`) through faer's triangular matrix product, which
+/// skips the strictly upper blocks and so does half the flops of a full GEMM. Sequential:
+/// callers parallelise across batches.
+pub(crate) fn syrk_lower(s: &mut Array2<f64>, x: ArrayView2<f64>) {
+    use faer::linalg::matmul::triangular::{matmul, BlockStructure};
+    use faer_ext::IntoFaer;
+    if x.nrows() == 0 {
+        return;
+    }
+    let xf = x.into_faer();
+    matmul(
+        s.view_mut().into_faer(),
+        BlockStructure::TriangularLower,
+        faer::Accum::Add,
+        xf.transpose(),
+        BlockStructure::Rectangular,
+        xf,
+        BlockStructure::Rectangular,
+        1.0,
+        faer::Par::Seq,
+    );
+}
+
+/// Copies the lower triangle of a square matrix onto its upper triangle.
+pub(crate) fn mirror_lower(s: &mut Array2<f64>) {
+    let n = s.nrows();
+    for i in 0..n {
+        for j in 0..i {
+            s[[j, i]] = s[[i, j]];
+        }
     }
 }
 

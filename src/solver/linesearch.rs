@@ -111,7 +111,10 @@ pub(crate) fn strong_wolfe<T: Real, O: Objective<T> + ?Sized>(
         if accept(f, dphi, alpha) {
             return Some(LineSearchResult { alpha, f, evals });
         }
-        if f > f0 + prm.c1 * alpha * d0 || (!first && f >= f_prev) {
+        // In the round-off regime (f within ε of f0) trust the slope: while it is still
+        // steeply negative, keep extrapolating instead of shrinking on noise in f.
+        let noisy_descent = f <= f0 + eps && dphi < prm.c2 * d0;
+        if !noisy_descent && (f > f0 + prm.c1 * alpha * d0 || (!first && f >= f_prev)) {
             return zoom(
                 obj,
                 x,
@@ -207,7 +210,8 @@ fn zoom<T: Real, O: Objective<T> + ?Sized>(
         if f.is_finite() && f < f0 && best.is_none_or(|(_, fb)| f < fb) {
             best = Some((alpha, f));
         }
-        if !f.is_finite() || f > f0 + prm.c1 * alpha * d0 || f >= lo.1 {
+        let noisy_descent = f.is_finite() && f <= f0 + 1e-12 * f0.abs() && dphi < 0.0;
+        if !f.is_finite() || (!noisy_descent && (f > f0 + prm.c1 * alpha * d0 || f >= lo.1)) {
             hi = (alpha, f, dphi);
             continue;
         }

@@ -16,6 +16,8 @@ pub struct Cli {
 pub enum Command {
     /// Solve a UFM instance and compare the answer with the closed-form global minimum.
     Solve(crate::cmd_solve::SolveArgs),
+    /// Neural-collapse metrics (NC1-NC4 and variants) of features from any network.
+    Metrics(crate::cmd_metrics::MetricsArgs),
     /// Hessian spectrum at a solution (or a loaded point) vs the rotation-orbit dimension.
     Hessian(crate::cmd_landscape::HessianArgs),
     /// Catalogue of certified strict saddles (origin, rank-r) with spectra and escape tests.

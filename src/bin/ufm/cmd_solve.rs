@@ -22,13 +22,13 @@ pub struct ProblemArgs {
     #[arg(long, value_delimiter = ',')]
     pub class_sizes: Option<Vec<usize>>,
     /// Weight decay on W (λ_W).
-    #[arg(long, default_value_t = 5e-4)]
+    #[arg(long, default_value_t = 5e-4, allow_negative_numbers = true)]
     pub lambda_w: f64,
     /// Weight decay on H (λ_H).
-    #[arg(long, default_value_t = 5e-4)]
+    #[arg(long, default_value_t = 5e-4, allow_negative_numbers = true)]
     pub lambda_h: f64,
     /// Weight decay on b (λ_b).
-    #[arg(long, default_value_t = 5e-4)]
+    #[arg(long, default_value_t = 5e-4, allow_negative_numbers = true)]
     pub lambda_b: f64,
     /// Model without a bias b.
     #[arg(long)]
@@ -60,7 +60,7 @@ pub struct SolverArgs {
     #[arg(long, default_value = "lbfgs")]
     pub optimizer: String,
     /// Step size for gd / initial step for gd-backtracking.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub lr: f64,
     /// L-BFGS memory.
     #[arg(long, default_value_t = 10)]
@@ -72,10 +72,10 @@ pub struct SolverArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Standard deviation of the Gaussian initialisation of W and H.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub init_scale: f64,
     /// Stop when the gradient norm is at most this (default 1e-9 in f64, 1e-4 in f32).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub tol: Option<f64>,
     /// Maximum iterations.
     #[arg(long, default_value_t = 10_000)]

@@ -2,6 +2,7 @@
 //! Each subcommand lives in its own `cmd_*.rs` file; errors become `Error: ...` and exit code 1.
 
 mod cli;
+mod cmd_metrics;
 mod cmd_landscape;
 mod cmd_solve;
 
@@ -12,6 +13,7 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let result = match cli.command {
         cli::Command::Solve(args) => cmd_solve::run(args),
+        cli::Command::Metrics(args) => cmd_metrics::run(args),
         cli::Command::Hessian(args) => cmd_landscape::run_hessian(args),
         cli::Command::Saddles(args) => cmd_landscape::run_saddles(args),
         cli::Command::Landscape(args) => cmd_landscape::run_landscape(args),
