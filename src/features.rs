@@ -636,12 +636,8 @@ impl FeatureStream for FeatureSource {
     ) -> Result<()> {
         let step = chunk_rows.max(1);
         match &self.backing {
-            Backing::MemF64(a) => {
-                crate::metrics::InMemory::from(a.view()).for_each_chunk(step, f)
-            }
-            Backing::MemF32(a) => {
-                crate::metrics::InMemory::from(a.view()).for_each_chunk(step, f)
-            }
+            Backing::MemF64(a) => crate::metrics::InMemory::from(a.view()).for_each_chunk(step, f),
+            Backing::MemF32(a) => crate::metrics::InMemory::from(a.view()).for_each_chunk(step, f),
             Backing::File(raw) => {
                 let mut file =
                     File::open(&raw.path).map_err(|e| Error::io("open", &raw.path, e))?;
@@ -796,7 +792,7 @@ fn npz_error(path: &Path, name: &str, e: ndarray_npy::ReadNpzError) -> Error {
 }
 
 fn npz_array(path: &Path, name: &str, keep_f32: bool) -> Result<NamedArray> {
-    use ndarray_npy::{ReadNpzError, ReadNpyError};
+    use ndarray_npy::{ReadNpyError, ReadNpzError};
     let origin = format!("{}:{name}", path.display());
     let f = File::open(path).map_err(|e| Error::io("open", path, e))?;
     let mut z = ndarray_npy::NpzReader::new(f)
@@ -879,7 +875,10 @@ fn bundle_features(
     if !matches!(a.dtype, Dtype::F32 | Dtype::F64) {
         return Err(Error::format(
             path,
-            format!("`{name}` must be float32 or float64, got {}", a.dtype.name()),
+            format!(
+                "`{name}` must be float32 or float64, got {}",
+                a.dtype.name()
+            ),
         ));
     }
     let (r, c) = (a.shape[0], a.shape[1]);
@@ -961,9 +960,9 @@ pub fn open_features(path: &Path) -> Result<FeatureSource> {
         return FeatureSource::open_npy(path);
     }
     let bundle = Bundle::open(path)?;
-    let fname = bundle.find(FEATURE_NAMES).ok_or_else(|| {
-        Error::format(path, "no `features` or `H` array in the file".to_string())
-    })?;
+    let fname = bundle
+        .find(FEATURE_NAMES)
+        .ok_or_else(|| Error::format(path, "no `features` or `H` array in the file".to_string()))?;
     let n = match bundle.find(LABEL_NAMES) {
         Some(l) => to_labels(&bundle.load(&l, false)?)?.len(),
         None => 0,

@@ -231,3 +231,43 @@ fn bad_input_gives_actionable_errors() {
         .failure()
         .stderr(predicates::str::contains("dims"));
 }
+
+#[test]
+fn hessian_of_a_saved_solution_matches_the_solved_one() {
+    let dir = tempfile::tempdir().unwrap();
+    for precision in ["f64", "f32"] {
+        let path = dir.path().join(format!("sol-{precision}.npz"));
+        ufm()
+            .args(["solve", "--dim", "4", "--precision", precision, "--save"])
+            .arg(&path)
+            .args(SMALL)
+            .assert()
+            .success();
+        let out = ufm()
+            .args(["hessian", "--dim", "4", "--json", "--load"])
+            .arg(&path)
+            .args(SMALL)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["orbit_dim"], 5);
+        if precision == "f64" {
+            // At an f64 solution (|grad| <= 1e-9) the orbit directions are near zero.
+            assert_eq!(v["near_zero_count"], 5, "{v}");
+        }
+        assert_eq!(v["negative_count"], 0, "{precision}: {v}");
+        // Wrong problem flags are named in the error.
+        ufm()
+            .args(["hessian", "--dim", "5", "--load"])
+            .arg(&path)
+            .args(SMALL)
+            .assert()
+            .failure()
+            .stderr(predicates::str::contains("--dim"));
+    }
+}

@@ -18,9 +18,8 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn json(out: &[u8]) -> serde_json::Value {
-    serde_json::from_slice(out).unwrap_or_else(|e| {
-        panic!("not JSON ({e}): {}", String::from_utf8_lossy(out))
-    })
+    serde_json::from_slice(out)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(out)))
 }
 
 #[test]
@@ -30,7 +29,11 @@ fn json_has_every_metric_key() {
         .arg(fixture("bundle.npz"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v = json(&out.stdout);
     for key in [
         "nc1",
@@ -116,7 +119,9 @@ fn readable_table_names_the_metrics() {
         .success()
         .stdout(predicate::str::contains("nc1_trace_ratio"))
         .stdout(predicate::str::contains("N = 23 samples, d = 6, K = 4"))
-        .stderr(predicate::str::contains("inferred as the largest label + 1"));
+        .stderr(predicate::str::contains(
+            "inferred as the largest label + 1",
+        ));
 }
 
 #[test]
@@ -130,7 +135,11 @@ fn test_split_is_reported_separately() {
         .arg(fixture("y_i64.npy"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v = json(&out.stdout);
     // Same data as the train split (f64 vs f32 of exactly representable values).
     assert_eq!(v["test"]["nc1"], v["nc1"]);
@@ -175,7 +184,10 @@ fn bad_inputs_give_clear_errors() {
     // Length mismatch.
     let (_, yp5) = write_case(dir.path(), &h, &[0, 1, 2, 0, 1]);
     let e = metrics_err(&[], &hp, &yp5);
-    assert!(e.contains("one per feature row") && e.contains("h.npy"), "{e}");
+    assert!(
+        e.contains("one per feature row") && e.contains("h.npy"),
+        "{e}"
+    );
     // NaN in row 4, named with the file.
     let mut hn = h.clone();
     hn[[4, 2]] = f64::NAN;
@@ -184,13 +196,20 @@ fn bad_inputs_give_clear_errors() {
     assert!(e.contains("feature row 4") && e.contains("h.npy"), "{e}");
     // Truncated and corrupt files.
     let e = metrics_err(&[], &fixture("truncated.npy"), &fixture("y_i64.npy"));
-    assert!(e.contains("truncated.npy") && e.contains("truncated"), "{e}");
+    assert!(
+        e.contains("truncated.npy") && e.contains("truncated"),
+        "{e}"
+    );
     let e = metrics_err(&[], &fixture("not_npy.npy"), &fixture("y_i64.npy"));
     assert!(e.contains("not_npy.npy"), "{e}");
     // Float labels, unknown metric, W of the wrong shape.
     let e = metrics_err(&[], &fixture("h_f32_c.npy"), &fixture("y_f32.npy"));
     assert!(e.contains("must be integers"), "{e}");
-    let e = metrics_err(&["--metrics", "nc1,nc7"], &fixture("h_f32_c.npy"), &fixture("y_i64.npy"));
+    let e = metrics_err(
+        &["--metrics", "nc1,nc7"],
+        &fixture("h_f32_c.npy"),
+        &fixture("y_i64.npy"),
+    );
     assert!(e.contains("unknown metric `nc7`"), "{e}");
     let e = metrics_err(
         &["--weights", fixture("b_f64.npy").to_str().unwrap()],
@@ -206,24 +225,46 @@ fn metrics_of_a_saved_solution_match_what_solve_reports() {
     let sol = dir.path().join("sol.npz");
     let out = ufm()
         .args([
-            "solve", "--classes", "4", "--dim", "6", "--per-class", "5", "--max-iter", "40",
-            "--json", "--save",
+            "solve",
+            "--classes",
+            "4",
+            "--dim",
+            "6",
+            "--per-class",
+            "5",
+            "--max-iter",
+            "40",
+            "--json",
+            "--save",
         ])
         .arg(&sol)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let solve = json(&out.stdout);
     let out = ufm()
         .args(["metrics", "--json"])
         .arg(&sol)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let m = json(&out.stdout);
     for key in ["nc1", "nc2_w", "nc2_h", "nc3", "bias"] {
-        let a = solve["nc"][key].as_f64().unwrap_or_else(|| panic!("solve nc.{key}"));
+        let a = solve["nc"][key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("solve nc.{key}"));
         let b = m[key].as_f64().unwrap();
-        assert!((a - b).abs() <= 1e-9 * a.abs().max(1e-12), "{key}: solve {a} vs metrics {b}");
+        assert!(
+            (a - b).abs() <= 1e-9 * a.abs().max(1e-12),
+            "{key}: solve {a} vs metrics {b}"
+        );
     }
 }

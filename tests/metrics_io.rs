@@ -81,8 +81,13 @@ fn labels_weights_and_bias_are_read() {
     let want: Vec<u32> = (0..N).map(label).collect();
     assert_eq!(features::read_labels(&fixture("y_i64.npy")).unwrap(), want);
     assert_eq!(features::read_labels(&fixture("y_i32.npy")).unwrap(), want);
-    let e = features::read_labels(&fixture("y_f32.npy")).unwrap_err().to_string();
-    assert!(e.contains("y_f32.npy") && e.contains("must be integers"), "{e}");
+    let e = features::read_labels(&fixture("y_f32.npy"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("y_f32.npy") && e.contains("must be integers"),
+        "{e}"
+    );
     for name in ["w_f64_f.npy", "w_f32.npy"] {
         let w = features::read_matrix(&fixture(name)).unwrap();
         assert_eq!(w.dim(), (K, D));
@@ -93,7 +98,10 @@ fn labels_weights_and_bias_are_read() {
         }
     }
     let b = features::read_vector(&fixture("b_f64.npy")).unwrap();
-    assert_eq!(b.to_vec(), (0..K).map(|k| 0.1 * k as f64).collect::<Vec<_>>());
+    assert_eq!(
+        b.to_vec(),
+        (0..K).map(|k| 0.1 * k as f64).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -123,11 +131,17 @@ fn corrupt_and_truncated_files_are_named_errors() {
     let e = FeatureSource::open_npy(&fixture("truncated.npy"))
         .unwrap_err()
         .to_string();
-    assert!(e.contains("truncated.npy") && e.contains("truncated"), "{e}");
+    assert!(
+        e.contains("truncated.npy") && e.contains("truncated"),
+        "{e}"
+    );
     let e = FeatureSource::open_npy(&fixture("not_npy.npy"))
         .unwrap_err()
         .to_string();
-    assert!(e.contains("not_npy.npy") && e.contains("not a .npy file"), "{e}");
+    assert!(
+        e.contains("not_npy.npy") && e.contains("not a .npy file"),
+        "{e}"
+    );
     let e = FeatureSource::open_npy(&fixture("does_not_exist.npy"))
         .unwrap_err()
         .to_string();

@@ -142,7 +142,7 @@ fn reference(dt: &Data, gm: GlobalMean) -> Reference {
         }
     };
     let mbar = &mu - &mg.view().insert_axis(ndarray::Axis(0)); // K x d
-    // Pass 2: Sigma_W by per-sample outer products.
+                                                               // Pass 2: Sigma_W by per-sample outer products.
     let mut sw = Array2::<f64>::zeros((d, d));
     let mut ss = vec![0.0; k];
     for i in 0..n {
@@ -265,13 +265,21 @@ fn reference(dt: &Data, gm: GlobalMean) -> Reference {
 fn assert_close(what: &str, got: Option<f64>, want: f64, rtol: f64) {
     let got = got.unwrap_or_else(|| panic!("{what} missing"));
     let err = (got - want).abs() / want.abs().max(1e-300);
-    assert!(err <= rtol, "{what}: got {got:e}, reference {want:e}, relative error {err:e}");
+    assert!(
+        err <= rtol,
+        "{what}: got {got:e}, reference {want:e}, relative error {err:e}"
+    );
 }
 
 fn check(r: &MetricsReport, rf: &Reference, rtol: f64) {
     assert_close("nc1", r.nc1, rf.nc1, rtol);
     assert_close("nc1_papyan", r.nc1_papyan, rf.nc1_papyan, rtol);
-    assert_close("nc1_trace_ratio", r.nc1_trace_ratio, rf.nc1_trace_ratio, rtol);
+    assert_close(
+        "nc1_trace_ratio",
+        r.nc1_trace_ratio,
+        rf.nc1_trace_ratio,
+        rtol,
+    );
     assert_close("cdnv", r.cdnv, rf.cdnv, rtol);
     assert_close("nc2_w", r.nc2_w, rf.nc2_w, rtol);
     assert_close("nc2_w_centered", r.nc2_w_centered, rf.nc2_w_centered, rtol);
@@ -358,10 +366,22 @@ fn f32_input_equals_f64_input_of_the_same_values() {
     let h32 = dt.h.mapv(|v| v as f32);
     let h64 = h32.mapv(|v| v as f64);
     let c = MetricsConfig::default();
-    let a = compute_metrics(&InMemory::from(h32.view()), &dt.y, Some(dt.w.view()), None, &c)
-        .unwrap();
-    let b = compute_metrics(&InMemory::from(h64.view()), &dt.y, Some(dt.w.view()), None, &c)
-        .unwrap();
+    let a = compute_metrics(
+        &InMemory::from(h32.view()),
+        &dt.y,
+        Some(dt.w.view()),
+        None,
+        &c,
+    )
+    .unwrap();
+    let b = compute_metrics(
+        &InMemory::from(h64.view()),
+        &dt.y,
+        Some(dt.w.view()),
+        None,
+        &c,
+    )
+    .unwrap();
     for &m in Metric::ALL {
         assert_eq!(a.get(m), b.get(m), "{m}");
     }
@@ -378,7 +398,11 @@ fn simplex_etf(k: usize, d: usize) -> Array2<f64> {
     }
     let v = Array1::from_shape_fn(d, |j| 1.0 + j as f64 * 0.37);
     let v = &v / norm(v.view());
-    let reflect = Array2::<f64>::eye(d) - 2.0 * &v.view().insert_axis(ndarray::Axis(1)).dot(&v.view().insert_axis(ndarray::Axis(0)));
+    let reflect = Array2::<f64>::eye(d)
+        - 2.0
+            * &v.view()
+                .insert_axis(ndarray::Axis(1))
+                .dot(&v.view().insert_axis(ndarray::Axis(0)));
     m.dot(&reflect)
 }
 
@@ -444,7 +468,12 @@ fn orthogonal_frame_has_the_closed_form_nc2() {
         assert!(r.nc2_w_centered.unwrap() < 1e-13);
         assert!(r.equinorm_w.unwrap() < 1e-15);
         // cos = 0 between rows: |0 + 1/(K-1)| for every pair.
-        assert_close("equiangular_w", r.equiangular_w, 1.0 / (k as f64 - 1.0), 1e-13);
+        assert_close(
+            "equiangular_w",
+            r.equiangular_w,
+            1.0 / (k as f64 - 1.0),
+            1e-13,
+        );
     }
     // The values quoted in nc-reference §1.2.
     let f = |k: f64| (2.0 - 2.0 * ((k - 1.0) / k).sqrt()).sqrt();
@@ -470,7 +499,11 @@ fn default_selection_follows_the_inputs() {
         ..Default::default()
     };
     let r = compute_metrics(&InMemory::from(dt.h.view()), &dt.y, None, None, &only).unwrap();
-    let got: Vec<Metric> = Metric::ALL.iter().copied().filter(|&m| r.get(m).is_some()).collect();
+    let got: Vec<Metric> = Metric::ALL
+        .iter()
+        .copied()
+        .filter(|&m| r.get(m).is_some())
+        .collect();
     assert_eq!(got, vec![Metric::Cdnv, Metric::Nc2H]);
     assert_eq!(r.passes, 1);
 }
@@ -510,7 +543,20 @@ fn bad_inputs_are_clear_errors() {
         chunk_rows: 4,
         ..Default::default()
     };
-    let e = err(compute_metrics(&InMemory::from(h.view()), &dt.y, None, None, &small));
-    assert!(e.contains("feature row 7") && e.contains("non-finite"), "{e}");
-    assert!("nc9".parse::<Metric>().unwrap_err().to_string().contains("known: nc1"));
+    let e = err(compute_metrics(
+        &InMemory::from(h.view()),
+        &dt.y,
+        None,
+        None,
+        &small,
+    ));
+    assert!(
+        e.contains("feature row 7") && e.contains("non-finite"),
+        "{e}"
+    );
+    assert!("nc9"
+        .parse::<Metric>()
+        .unwrap_err()
+        .to_string()
+        .contains("known: nc1"));
 }

@@ -125,14 +125,34 @@ pub fn load_point_npz(path: &std::path::Path, p: &UfmProblem) -> Result<Vec<f64>
     let f = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
     let mut npz = ndarray_npy::NpzReader::new(f)
         .map_err(|e| Error::format(path, format!("not an .npz file: {e}")))?;
-    let mut get2 = |name: &str| -> Result<Array2<f64>> {
-        npz.by_name(name)
-            .or_else(|_| npz.by_name(&format!("{name}.npy")))
-            .map_err(|e| Error::format(path, format!("no f64 2-D array `{name}`: {e}")))
+    // f64 arrays, or f32 ones (from `ufm solve --precision f32 --save`) widened exactly.
+    let mut get = |name: &str| -> Option<ndarray::ArrayD<f64>> {
+        let a: Option<ndarray::ArrayD<f64>> = npz.by_name(name).ok();
+        a.or_else(|| {
+            let a: ndarray::ArrayD<f32> = npz.by_name(name).ok()?;
+            Some(a.mapv(f64::from))
+        })
     };
-    let w = get2("W")?;
-    let h = get2("H")?;
-    let b: Option<Array1<f64>> = npz.by_name("b").or_else(|_| npz.by_name("b.npy")).ok();
+    let two = |a: Option<ndarray::ArrayD<f64>>, name: &str| -> Result<Array2<f64>> {
+        a.and_then(|a| a.into_dimensionality().ok()).ok_or_else(|| {
+            Error::format(
+                path,
+                format!("no f32/f64 2-D array `{name}` (as written by `ufm solve --save`)"),
+            )
+        })
+    };
+    let w = two(get("W"), "W")?;
+    let h = two(get("H"), "H")?;
+    let b: Option<Array1<f64>> = get("b").and_then(|a| a.into_dimensionality().ok());
+    let labels: Option<ndarray::ArrayD<i64>> = npz.by_name("labels").ok();
+    if let Some(l) = labels {
+        if l.len() != p.n_samples() || l.iter().zip(p.labels()).any(|(&a, &b)| a != b as i64) {
+            return Err(Error::format(
+                path,
+                "its `labels` differ from the problem's (class sizes); pass the --classes/--per-class/--class-sizes the point was solved with",
+            ));
+        }
+    }
     let (k, d, n) = (p.n_classes(), p.feature_dim(), p.n_samples());
     if w.dim() != (k, d) || h.dim() != (d, n) {
         return Err(Error::format(

@@ -9,13 +9,15 @@ use ufm::metrics::{compute_metrics, GlobalMean, Metric, MetricsConfig, MetricsRe
 
 /// Arguments of `ufm metrics`.
 #[derive(Args, Debug)]
-#[command(after_help = "Inputs: either bundles FILE.npz / FILE.safetensors holding `features` (N x d) \
+#[command(
+    after_help = "Inputs: either bundles FILE.npz / FILE.safetensors holding `features` (N x d) \
 or `H` (d x N, as `ufm solve --save` writes), `labels`, and optionally `W`, `b`, `test_features`, \
 `test_labels`; or --features F.npy --labels L.npy [--weights W.npy --bias b.npy]. .npy and \
 .safetensors features are streamed, so files larger than memory work.\n\
 Several bundles (e.g. one per epoch checkpoint) give one CSV row each.\n\
 Examples:\n  ufm metrics run.npz\n  ufm metrics --features H.npy --labels y.npy --weights W.npy --json\n  \
-ufm metrics ckpt_*.npz --csv nc.csv\n  ufm metrics run.npz --metrics nc1,nc2_w --global-mean class-mean")]
+ufm metrics ckpt_*.npz --csv nc.csv\n  ufm metrics run.npz --metrics nc1,nc2_w --global-mean class-mean"
+)]
 pub struct MetricsArgs {
     /// Bundles (.npz or .safetensors); one result per file.
     #[arg(value_name = "FILE")]
@@ -355,7 +357,10 @@ fn print_table(r: &Run) {
     }
     if let Some(tt) = &r.test {
         println!("test split: N = {} samples", tt.n_samples);
-        println!("{:<16} {:>13} {:>13}  definition", "metric", "train", "test");
+        println!(
+            "{:<16} {:>13} {:>13}  definition",
+            "metric", "train", "test"
+        );
     } else {
         println!("{:<16} {:>13}  definition", "metric", "value");
     }
