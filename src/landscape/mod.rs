@@ -20,10 +20,12 @@
 //! | [`hessian`] | dense Hessian from exact HVPs |
 //! | [`spectrum`] | full spectrum (faer), summary, dense-or-Lanczos analysis |
 //! | [`lanczos`] | Lanczos with full reorthogonalisation for extreme eigenvalues |
+//! | [`collapsed`] | exact spectrum at collapsed points (every critical point) from O(Kd) HVPs |
 //! | [`critical`] | origin and rank-$r$ critical points, escape test |
 //! | [`figures`] | convergence, spectra and success-rate figures from exported data |
 //! | [`sweep`] | trials × optimizers × $(d,\lambda)$ grid, shards, merge, summary |
 
+pub mod collapsed;
 pub mod critical;
 pub mod figures;
 pub mod hessian;
