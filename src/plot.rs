@@ -148,11 +148,48 @@ where
         .x_label_area_size(50)
         .y_label_area_size(80);
     let style = |i: usize| PALETTE[i % PALETTE.len()].stroke_width(3);
+    // Legend in the corner (a quarter of each axis) that holds the fewest data points.
+    let legend_pos = {
+        let ty = |y: f64| if chart.log_y { y.log10() } else { y };
+        let (ly0, ly1) = (ty(y0), ty(y1).max(ty(y0) + 1e-300));
+        let corners = [
+            (SeriesLabelPosition::UpperRight, true, true),
+            (SeriesLabelPosition::UpperLeft, false, true),
+            (SeriesLabelPosition::LowerLeft, false, false),
+            (SeriesLabelPosition::LowerRight, true, false),
+        ];
+        let count = |right: bool, upper: bool| {
+            pts.iter()
+                .filter(|&&(x, y)| {
+                    let u = (x - x0) / (x1 - x0);
+                    let v = (ty(y) - ly0) / (ly1 - ly0);
+                    (if right { u > 0.6 } else { u < 0.4 })
+                        && (if upper { v > 0.6 } else { v < 0.4 })
+                })
+                .count()
+        };
+        corners
+            .into_iter()
+            .min_by_key(|&(_, r, u)| count(r, u))
+            .map(|c| c.0)
+            .unwrap_or(SeriesLabelPosition::UpperRight)
+    };
+    let log_fmt = |v: &f64| {
+        let e = v.log10().round() + 0.0; // + 0.0 turns -0 into 0
+        if (v.log10() - e).abs() < 1e-6 {
+            format!("1e{e}")
+        } else {
+            format!("{v:.1e}")
+        }
+    };
     macro_rules! finish {
         ($ctx:expr) => {{
             let mut ctx = $ctx;
-            ctx.configure_mesh()
-                .x_desc(chart.x_label.as_str())
+            let mut mesh = ctx.configure_mesh();
+            if chart.log_y {
+                mesh.y_label_formatter(&log_fmt);
+            }
+            mesh.x_desc(chart.x_label.as_str())
                 .y_desc(chart.y_label.as_str())
                 .label_style(("sans-serif", 16))
                 .axis_desc_style(("sans-serif", 19))
@@ -177,7 +214,7 @@ where
                     .background_style(WHITE.mix(0.85))
                     .border_style(BLACK)
                     .label_font(("sans-serif", 17))
-                    .position(SeriesLabelPosition::UpperRight)
+                    .position(legend_pos.clone())
                     .draw()
                     .map_err(plot_err)?;
             }

@@ -8,7 +8,15 @@ fn ufm() -> Command {
 }
 
 const SMALL: [&str; 10] = [
-    "--classes", "3", "--per-class", "3", "--lambda-w", "1e-2", "--lambda-h", "1e-2", "--lambda-b",
+    "--classes",
+    "3",
+    "--per-class",
+    "3",
+    "--lambda-w",
+    "1e-2",
+    "--lambda-h",
+    "1e-2",
+    "--lambda-b",
     "1e-3",
 ];
 
@@ -17,8 +25,16 @@ fn tiny_sweep_end_to_end_writes_a_consistent_csv_and_shards_merge_to_it() {
     let dir = tempfile::tempdir().unwrap();
     let whole = dir.path().join("whole");
     let common = [
-        "--dims", "1,2,4", "--lambdas", "1e-2,3e-2", "--optimizers", "lbfgs,newton", "--trials",
-        "3", "--gap-tol", "1e-7",
+        "--dims",
+        "1,2,4",
+        "--lambdas",
+        "1e-2,3e-2",
+        "--optimizers",
+        "lbfgs,newton",
+        "--trials",
+        "3",
+        "--gap-tol",
+        "1e-7",
     ];
     let out = ufm()
         .arg("landscape")
@@ -28,9 +44,16 @@ fn tiny_sweep_end_to_end_writes_a_consistent_csv_and_shards_merge_to_it() {
         .arg(&whole)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("36/36 trials"), "progress not printed: {stderr}");
+    assert!(
+        stderr.contains("36/36 trials"),
+        "progress not printed: {stderr}"
+    );
 
     // trials.csv: header, one row per job, every job once.
     let trials = std::fs::read_to_string(whole.join("trials.csv")).unwrap();
@@ -81,7 +104,11 @@ fn tiny_sweep_end_to_end_writes_a_consistent_csv_and_shards_merge_to_it() {
             .arg(&sharded)
             .output()
             .unwrap();
-        assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
     }
     let merged = dir.path().join("merged");
     let st = ufm()
@@ -92,7 +119,11 @@ fn tiny_sweep_end_to_end_writes_a_consistent_csv_and_shards_merge_to_it() {
         .arg(&merged)
         .output()
         .unwrap();
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     let strip = |s: &str| -> Vec<String> {
         // Drop the timing column, which differs between runs.
         s.lines()
@@ -126,7 +157,11 @@ fn hessian_json_reports_orbit_dimension_agreement() {
         .args(SMALL)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     for key in [
         "lambda_min",
@@ -152,7 +187,11 @@ fn saddles_json_lists_certified_strict_saddles_that_escape() {
         .args(SMALL)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let list = v.as_array().unwrap();
     assert_eq!(list.len(), 2, "origin and rank-1 for K = 3");
@@ -191,4 +230,44 @@ fn bad_input_gives_actionable_errors() {
         .assert()
         .failure()
         .stderr(predicates::str::contains("dims"));
+}
+
+#[test]
+fn hessian_of_a_saved_solution_matches_the_solved_one() {
+    let dir = tempfile::tempdir().unwrap();
+    for precision in ["f64", "f32"] {
+        let path = dir.path().join(format!("sol-{precision}.npz"));
+        ufm()
+            .args(["solve", "--dim", "4", "--precision", precision, "--save"])
+            .arg(&path)
+            .args(SMALL)
+            .assert()
+            .success();
+        let out = ufm()
+            .args(["hessian", "--dim", "4", "--json", "--load"])
+            .arg(&path)
+            .args(SMALL)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["orbit_dim"], 5);
+        if precision == "f64" {
+            // At an f64 solution (|grad| <= 1e-9) the orbit directions are near zero.
+            assert_eq!(v["near_zero_count"], 5, "{v}");
+        }
+        assert_eq!(v["negative_count"], 0, "{precision}: {v}");
+        // Wrong problem flags are named in the error.
+        ufm()
+            .args(["hessian", "--dim", "5", "--load"])
+            .arg(&path)
+            .args(SMALL)
+            .assert()
+            .failure()
+            .stderr(predicates::str::contains("--dim"));
+    }
 }

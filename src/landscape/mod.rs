@@ -20,10 +20,12 @@
 //! | [`hessian`] | dense Hessian from exact HVPs |
 //! | [`spectrum`] | full spectrum (faer), summary, dense-or-Lanczos analysis |
 //! | [`lanczos`] | Lanczos with full reorthogonalisation for extreme eigenvalues |
+//! | [`collapsed`] | exact spectrum at collapsed points (every critical point) from O(Kd) HVPs |
 //! | [`critical`] | origin and rank-$r$ critical points, escape test |
 //! | [`figures`] | convergence, spectra and success-rate figures from exported data |
 //! | [`sweep`] | trials × optimizers × $(d,\lambda)$ grid, shards, merge, summary |
 
+pub mod collapsed;
 pub mod critical;
 pub mod figures;
 pub mod hessian;
@@ -81,8 +83,15 @@ pub struct HessianReport {
     pub negative_count: Option<usize>,
     /// Eigenvalues with $|\lambda|\le\tau s$ (dense path).
     pub near_zero_count: Option<usize>,
-    /// Rotation-orbit dimension of the minimizer set ([`orbit_dim`]).
+    /// Dimension of the $O(d)$-orbit through the point: [`orbit_dim`] of the closed-form
+    /// minimizer when theory gives one, otherwise $\frac{d(d-1)}2-\frac{(d-r)(d-r-1)}2$ with the
+    /// measured rank $r$ of $W$ (see `orbit_source`).
     pub orbit_dim: Option<usize>,
+    /// `closed-form` (rank of the theoretical minimizer) or `measured-rank` (numerical rank of
+    /// $W$ at this point: singular values above $10^{-6}\sigma_{\max}$; a measurement, no theorem).
+    pub orbit_source: &'static str,
+    /// Rank of $W$ used for `orbit_dim`.
+    pub orbit_rank: Option<usize>,
     /// Extra null direction from the bias shift ([`bias_null_dim`]).
     pub bias_null_dim: usize,
     /// Whether `near_zero_count == orbit_dim + bias_null_dim`.
@@ -97,7 +106,21 @@ pub fn hessian_report(p: &UfmProblem, x: &[f64], opts: &HessianOptions) -> Resul
     let mut g = vec![0.0; x.len()];
     let objective = p.value_grad(x, &mut g);
     let h = analyse_hessian(p, x, opts)?;
-    let orbit = orbit_dim(p);
+    let d = p.feature_dim();
+    let orbit_of = |r: usize| d * (d - 1) / 2 - (d - r) * (d - r).saturating_sub(1) / 2;
+    let (orbit, orbit_source, orbit_rank) = match orbit_dim(p) {
+        Some(o) => {
+            let r = (0..=d).find(|&r| orbit_of(r) == o);
+            (Some(o), "closed-form", r)
+        }
+        None => {
+            let (w, _, _) = p.split(x);
+            let sv = crate::linalg::singular_values(w)?;
+            let top = sv.first().copied().unwrap_or(0.0);
+            let r = sv.iter().filter(|&&s| s > 1e-6 * top && top > 0.0).count();
+            (Some(orbit_of(r)), "measured-rank", Some(r))
+        }
+    };
     let extra = bias_null_dim(p);
     Ok(HessianReport {
         objective,
@@ -108,6 +131,8 @@ pub fn hessian_report(p: &UfmProblem, x: &[f64], opts: &HessianOptions) -> Resul
         negative_count: h.negative_count,
         near_zero_count: h.near_zero_count,
         orbit_dim: orbit,
+        orbit_source,
+        orbit_rank,
         bias_null_dim: extra,
         orbit_agrees: match (orbit, h.near_zero_count) {
             (Some(o), Some(z)) => Some(o + extra == z),
@@ -125,14 +150,34 @@ pub fn load_point_npz(path: &std::path::Path, p: &UfmProblem) -> Result<Vec<f64>
     let f = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
     let mut npz = ndarray_npy::NpzReader::new(f)
         .map_err(|e| Error::format(path, format!("not an .npz file: {e}")))?;
-    let mut get2 = |name: &str| -> Result<Array2<f64>> {
-        npz.by_name(name)
-            .or_else(|_| npz.by_name(&format!("{name}.npy")))
-            .map_err(|e| Error::format(path, format!("no f64 2-D array `{name}`: {e}")))
+    // f64 arrays, or f32 ones (from `ufm solve --precision f32 --save`) widened exactly.
+    let mut get = |name: &str| -> Option<ndarray::ArrayD<f64>> {
+        let a: Option<ndarray::ArrayD<f64>> = npz.by_name(name).ok();
+        a.or_else(|| {
+            let a: ndarray::ArrayD<f32> = npz.by_name(name).ok()?;
+            Some(a.mapv(f64::from))
+        })
     };
-    let w = get2("W")?;
-    let h = get2("H")?;
-    let b: Option<Array1<f64>> = npz.by_name("b").or_else(|_| npz.by_name("b.npy")).ok();
+    let two = |a: Option<ndarray::ArrayD<f64>>, name: &str| -> Result<Array2<f64>> {
+        a.and_then(|a| a.into_dimensionality().ok()).ok_or_else(|| {
+            Error::format(
+                path,
+                format!("no f32/f64 2-D array `{name}` (as written by `ufm solve --save`)"),
+            )
+        })
+    };
+    let w = two(get("W"), "W")?;
+    let h = two(get("H"), "H")?;
+    let b: Option<Array1<f64>> = get("b").and_then(|a| a.into_dimensionality().ok());
+    let labels: Option<ndarray::ArrayD<i64>> = npz.by_name("labels").ok();
+    if let Some(l) = labels {
+        if l.len() != p.n_samples() || l.iter().zip(p.labels()).any(|(&a, &b)| a != b as i64) {
+            return Err(Error::format(
+                path,
+                "its `labels` differ from the problem's (class sizes); pass the --classes/--per-class/--class-sizes the point was solved with",
+            ));
+        }
+    }
     let (k, d, n) = (p.n_classes(), p.feature_dim(), p.n_samples());
     if w.dim() != (k, d) || h.dim() != (d, n) {
         return Err(Error::format(
@@ -217,6 +262,34 @@ mod tests {
                 r.hessian.largest_near_zero_abs.unwrap_or(0.0),
             );
             assert!(gap > 1e3 * inside.max(1e-300) || inside == 0.0);
+        }
+    }
+
+    #[test]
+    fn measured_orbit_for_losses_without_a_closed_form() {
+        // No theorem: we only check that the measured near-zero count equals the orbit dimension
+        // for the measured rank of W (plus the bias shift), as observed for CE and MSE.
+        for loss in [
+            Loss::LabelSmoothing { alpha: 0.1 },
+            Loss::Focal { gamma: 2.0 },
+        ] {
+            let p = UfmConfig::balanced(4, 3, 5)
+                .lambdas(5e-3, 5e-3, 0.0)
+                .loss(loss)
+                .build()
+                .unwrap();
+            let x = global_min_point(&p, 2);
+            let r = hessian_report(&p, &x, &HessianOptions::default()).unwrap();
+            assert_eq!(r.orbit_source, "measured-rank");
+            assert_eq!(r.orbit_rank, Some(3), "{loss}");
+            assert_eq!(r.negative_count, Some(0), "{loss}");
+            assert_eq!(
+                r.orbit_agrees,
+                Some(true),
+                "{loss}: {:?} vs {:?}",
+                r.near_zero_count,
+                r.orbit_dim
+            );
         }
     }
 

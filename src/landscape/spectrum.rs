@@ -120,6 +120,11 @@ pub struct HessianOptions {
     pub dense_limit: usize,
     /// Compute the eigenvector of $\lambda_{\min}$ (a full eigendecomposition on the dense path).
     pub want_vector: bool,
+    /// Above `dense_limit`, use the exact class decomposition ([`collapsed`](super::collapsed))
+    /// when the point's features are collapsed within classes to
+    /// $\lVert x-\bar x\rVert\le10^{-6}\max(1,\lVert x\rVert)$ (true at every critical point of a
+    /// convex loss); otherwise, or when false, Lanczos.
+    pub use_collapsed: bool,
     /// Settings of the Lanczos path.
     pub lanczos: LanczosOptions,
 }
@@ -130,6 +135,7 @@ impl Default for HessianOptions {
             rel_tol: DEFAULT_REL_TOL,
             dense_limit: 3000,
             want_vector: false,
+            use_collapsed: true,
             lanczos: LanczosOptions::default(),
         }
     }
@@ -138,8 +144,11 @@ impl Default for HessianOptions {
 /// Spectral summary of $\nabla^2f(x)$, from the dense path or from Lanczos.
 #[derive(Clone, Debug, Serialize)]
 pub struct HessianAnalysis {
-    /// `dense` (full spectrum) or `lanczos` (extreme eigenvalues only).
+    /// `dense` (full spectrum), `collapsed` (full spectrum by the class decomposition) or
+    /// `lanczos` (extreme eigenvalues only).
     pub method: &'static str,
+    /// $\lVert x-\bar x\rVert$ on the collapsed path (the spectrum is that of $\bar x$).
+    pub collapse_distance: Option<f64>,
     /// $P$.
     pub dim: usize,
     /// $\lambda_{\min}$.
@@ -193,6 +202,7 @@ pub fn analyse_hessian(
         let m = &s.summary;
         Ok(HessianAnalysis {
             method: "dense",
+            collapse_distance: None,
             dim,
             lambda_min: m.lambda_min,
             lambda_max: m.lambda_max,
@@ -209,6 +219,32 @@ pub fn analyse_hessian(
             eigenvalues: Some(s.eigenvalues),
             min_eigenvector: s.min_eigenvector,
         })
+    } else if opts.use_collapsed
+        && super::collapsed::collapse(p, x)?.1 <= 1e-6 * crate::real::norm(x).max(1.0)
+    {
+        let t = std::time::Instant::now();
+        let c = super::collapsed::collapsed_spectrum(p, x, opts.want_vector)?;
+        let seconds_eigen = t.elapsed().as_secs_f64();
+        let m = SpectrumSummary::from_eigenvalues(&c.eigenvalues, opts.rel_tol)?;
+        Ok(HessianAnalysis {
+            method: "collapsed",
+            collapse_distance: Some(c.collapse_distance),
+            dim,
+            lambda_min: m.lambda_min,
+            lambda_max: m.lambda_max,
+            negative_count: Some(m.negative_count),
+            near_zero_count: Some(m.near_zero_count),
+            rel_tol: m.rel_tol,
+            abs_tol: Some(m.abs_tol),
+            smallest_nonzero_abs: m.smallest_nonzero_abs,
+            largest_near_zero_abs: m.largest_near_zero_abs,
+            asymmetry: None,
+            lanczos_residuals: None,
+            seconds_assemble: 0.0,
+            seconds_eigen,
+            eigenvalues: Some(c.eigenvalues),
+            min_eigenvector: c.min_eigenvector,
+        })
     } else {
         let t = std::time::Instant::now();
         let l = super::lanczos::hessian_extremes(p, x, &opts.lanczos)?;
@@ -223,6 +259,7 @@ pub fn analyse_hessian(
         }
         Ok(HessianAnalysis {
             method: "lanczos",
+            collapse_distance: None,
             dim,
             lambda_min: l.lambda_min,
             lambda_max: l.lambda_max,

@@ -27,8 +27,12 @@ pub struct SpectrumArgs {
     #[arg(long, default_value_t = 3000)]
     pub dense_limit: usize,
     /// Always use Lanczos (extreme eigenvalues only; counts are then not available).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "collapsed")]
     pub lanczos: bool,
+    /// Always use the exact class decomposition (needs features collapsed within classes, as at
+    /// every critical point; full spectrum from O(Kd) HVPs). By default it is used above --dense-limit.
+    #[arg(long)]
+    pub collapsed: bool,
     /// Maximum Lanczos steps.
     #[arg(long, default_value_t = 300)]
     pub lanczos_steps: usize,
@@ -41,8 +45,13 @@ impl SpectrumArgs {
     fn options(&self, seed: u64) -> HessianOptions {
         HessianOptions {
             rel_tol: self.zero_tol,
-            dense_limit: if self.lanczos { 0 } else { self.dense_limit },
+            dense_limit: if self.lanczos || self.collapsed {
+                0
+            } else {
+                self.dense_limit
+            },
             want_vector: false,
+            use_collapsed: !self.lanczos,
             lanczos: LanczosOptions {
                 max_iter: self.lanczos_steps,
                 tol: self.lanczos_tol,
@@ -142,23 +151,31 @@ pub fn run_hessian(args: HessianArgs) -> Result<()> {
         "Hessian ({}, dim {}): assembled in {:.3} s, eigensolver {:.3} s",
         h.method, h.dim, h.seconds_assemble, h.seconds_eigen
     );
+    if let Some(c) = h.collapse_distance {
+        println!(
+            "class decomposition at the collapsed point x_bar, |x - x_bar| = {c:.1e} (spectrum exact at x_bar)"
+        );
+    }
     println!("lambda_min         {:.6e}", r.lambda_min);
     println!("lambda_max         {:.6e}", r.lambda_max);
     if let Some((a, b)) = h.lanczos_residuals {
         println!("Lanczos residuals  {a:.2e} (min), {b:.2e} (max): an eigenvalue lies within each");
     }
-    println!(
-        "negative count     {}  (lambda < -{:.1e} = -tau*max|lambda|, tau = {:.0e})",
-        opt_usize(r.negative_count),
-        h.abs_tol.unwrap_or(f64::NAN),
-        h.rel_tol
-    );
-    println!(
-        "near-zero count    {}  (largest |lambda| inside {:.1e}, smallest outside {:.1e})",
-        opt_usize(r.near_zero_count),
-        h.largest_near_zero_abs.unwrap_or(0.0),
-        h.smallest_nonzero_abs.unwrap_or(f64::NAN)
-    );
+    match (r.negative_count, h.abs_tol) {
+        (Some(neg), Some(tol)) => {
+            println!(
+                "negative count     {neg}  (lambda < -{tol:.1e} = -tau*max|lambda|, tau = {:.0e})",
+                h.rel_tol
+            );
+            println!(
+                "near-zero count    {}  (largest |lambda| inside {:.1e}, smallest outside {:.1e})",
+                opt_usize(r.near_zero_count),
+                h.largest_near_zero_abs.unwrap_or(0.0),
+                h.smallest_nonzero_abs.unwrap_or(f64::NAN)
+            );
+        }
+        _ => println!("negative / near-zero counts: n/a (Lanczos gives extreme eigenvalues only)"),
+    }
     match r.orbit_dim {
         Some(o) => println!(
             "orbit dimension    {o} = d(d-1)/2 - (d-r)(d-r-1)/2{}  => {}",
@@ -341,7 +358,7 @@ pub struct FiguresArgs {
     #[arg(long)]
     pub replot: bool,
     /// Trials per cell of the heatmap sweep.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 20)]
     pub trials: usize,
 }
 
@@ -528,9 +545,9 @@ fn run_figures(f: FiguresArgs) -> Result<()> {
     let png = spectra_figure(dir, &sp, 0)?;
     eprintln!("[figures] wrote {}", png.display());
     let spec = SweepSpec {
-        base: UfmConfig::balanced(4, 5, 4).lambdas(1e-3, 1e-3, 1e-3),
-        dims: vec![2, 3, 4, 6, 8],
-        lambdas: vec![1e-3, 5e-3, 2e-2, 8e-2],
+        base: UfmConfig::balanced(8, 4, 8).lambdas(1e-3, 1e-3, 1e-3),
+        dims: vec![2, 3, 5, 6, 7, 8, 10, 16],
+        lambdas: vec![1e-3, 5e-3, 2e-2, 5e-2],
         optimizers: vec![
             OptimizerSpec::Gd { lr: 1.0 },
             OptimizerSpec::Lbfgs { memory: 10 },

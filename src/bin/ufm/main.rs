@@ -2,9 +2,9 @@
 //! Each subcommand lives in its own `cmd_*.rs` file; errors become `Error: ...` and exit code 1.
 
 mod cli;
-mod cmd_metrics;
 mod cmd_landscape;
 mod cmd_certify;
+mod cmd_metrics;
 mod cmd_solve;
 
 use clap::Parser;
