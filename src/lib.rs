@@ -39,6 +39,7 @@
 // Numeric code: `!(x > 0.0)` deliberately treats NaN as failing; index loops mirror the formulas.
 #![allow(clippy::neg_cmp_op_on_partial_ord, clippy::needless_range_loop)]
 
+pub mod backend;
 pub mod error;
 pub mod io;
 pub mod linalg;

@@ -1,0 +1,2 @@
+//! CUDA backend (placeholder while being written).
+pub mod nvrtc;
