@@ -9,7 +9,7 @@
 //! `kernels/` is compiled by NVRTC; the check fails, printing NVRTC's log, on any compile error,
 //! and also fails when an entry point registered in `src/backend/kernels.rs` is missing from the
 //! PTX. A self-test first checks that a deliberately broken kernel is reported with its file
-//! name and line.
+//! name and line. `-- --resources [sm_90]` prints ptxas' register and spill report per kernel.
 
 #[cfg(feature = "cuda")]
 fn main() -> std::process::ExitCode {
@@ -17,7 +17,22 @@ fn main() -> std::process::ExitCode {
     use ufm::backend::cuda::nvrtc::{compile_module, compile_source};
     use ufm::backend::kernels::MODULES;
 
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(i) = args.iter().position(|a| a == "--resources") {
+        // Registers and spills per kernel from ptxas, for the given sm_XX (default sm_90).
+        args.remove(i);
+        let sm = args.first().cloned().unwrap_or_else(|| "sm_90".into());
+        for m in MODULES.iter() {
+            match ufm::backend::cuda::nvrtc::resource_usage(m, &sm) {
+                Ok(log) => println!("== {} {sm}\n{log}", m.file),
+                Err(e) => {
+                    eprintln!("FAIL {}:\n{e}", m.file);
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
     let archs: Vec<String> = if args.is_empty() {
         vec!["compute_80".into(), "compute_90".into()]
     } else {
@@ -39,7 +54,13 @@ fn main() -> std::process::ExitCode {
                 eprintln!("FAIL: NVRTC error does not name the file and line:\n{msg}");
                 return ExitCode::FAILURE;
             }
-            println!("self-test: a syntax error is reported as `{}`", msg.lines().find(|l| l.contains("selftest.cu(")).unwrap_or("").trim());
+            println!(
+                "self-test: a syntax error is reported as `{}`",
+                msg.lines()
+                    .find(|l| l.contains("selftest.cu("))
+                    .unwrap_or("")
+                    .trim()
+            );
         }
     }
     let mut failed = false;
@@ -64,7 +85,10 @@ fn main() -> std::process::ExitCode {
                         );
                     } else {
                         failed = true;
-                        eprintln!("FAIL {} {arch}: entry points missing from the PTX: {missing:?}", m.file);
+                        eprintln!(
+                            "FAIL {} {arch}: entry points missing from the PTX: {missing:?}",
+                            m.file
+                        );
                     }
                 }
                 Err(e) => {

@@ -61,6 +61,7 @@ __device__ __forceinline__ void ufm_fwd_impl(
                 acc[r][c] = T(0);
                 dacc[r][c] = T(0);
             }
+#pragma unroll 2
         for (int j = lane; j < d; j += 32) {
             T h[RT], v[RT];
 #pragma unroll
@@ -176,42 +177,57 @@ __device__ __forceinline__ void ufm_bwd_impl(
     }
     T abl = T(0);
     double ghsq = 0.0;
-    const long long stride = (long long)gridDim.x * wpb;
-    for (long long i = (long long)blockIdx.x * wpb + (threadIdx.x >> 5); i < n; i += stride) {
-        const T gl = (lane < k) ? g[(size_t)i * k + lane] : T(0);
-        const T ql = (MODE == BWD_HVP && lane < k) ? q[(size_t)i * k + lane] : T(0);
-        abl += (MODE == BWD_HVP) ? ql : gl;
-        const size_t idx = (size_t)i * d + j;
-        const T h = col ? ht[idx] : T(0);
-        if (MODE == BWD_HVP) {
-            const T v = col ? vht[idx] : T(0);
-            T o = lam_h * v;
+    // Each warp takes RU consecutive rows per iteration and issues all their loads before any
+    // arithmetic, so RU rows of H (and of G) are in flight per warp.
+    constexpr int RU = (MODE == BWD_HVP) ? 2 : 4;
+    const long long warp_id = (long long)blockIdx.x * wpb + (threadIdx.x >> 5);
+    const long long stride = (long long)gridDim.x * wpb * RU;
+    for (long long i0 = warp_id * RU; i0 < n; i0 += stride) {
+        T gl[RU], ql[RU], h[RU], v[RU];
 #pragma unroll
-            for (int c = 0; c < KB; ++c) {
-                if (c < k) {
-                    const T gc = __shfl_sync(UFM_FULL_MASK, gl, c);
-                    const T qc = __shfl_sync(UFM_FULL_MASK, ql, c);
-                    o += qc * wk[c] + gc * vwk[c];
-                    aw[c] += qc * h + gc * v;
-                }
-            }
-            if (col) out[idx] = o;
-        } else {
-            T gh = lam_h * h;
+        for (int u = 0; u < RU; ++u) {
+            const long long i = i0 + u;
+            const bool row = i < n;
+            const size_t idx = (size_t)i * d + j;
+            gl[u] = (row && lane < k) ? g[(size_t)i * k + lane] : T(0);
+            ql[u] = (MODE == BWD_HVP && row && lane < k) ? q[(size_t)i * k + lane] : T(0);
+            h[u] = (row && col) ? ht[idx] : T(0);
+            v[u] = (MODE == BWD_HVP && row && col) ? vht[idx] : T(0);
+        }
 #pragma unroll
-            for (int c = 0; c < KB; ++c) {
-                if (c < k) {
-                    const T gc = __shfl_sync(UFM_FULL_MASK, gl, c);
-                    gh += gc * wk[c];
-                    aw[c] += gc * h;
+        for (int u = 0; u < RU; ++u) {
+            const long long i = i0 + u;
+            const size_t idx = (size_t)i * d + j;
+            abl += (MODE == BWD_HVP) ? ql[u] : gl[u];
+            if (MODE == BWD_HVP) {
+                T o = lam_h * v[u];
+#pragma unroll
+                for (int c = 0; c < KB; ++c) {
+                    if (c < k) {
+                        const T gc = __shfl_sync(UFM_FULL_MASK, gl[u], c);
+                        const T qc = __shfl_sync(UFM_FULL_MASK, ql[u], c);
+                        o += qc * wk[c] + gc * vwk[c];
+                        aw[c] += qc * h[u] + gc * v[u];
+                    }
                 }
-            }
-            ghsq += (double)gh * (double)gh;
-            if (col) {
-                if (MODE == BWD_STEP)
-                    ht[idx] = h - lr * gh;
-                else
-                    out[idx] = gh;
+                if (col && i < n) out[idx] = o;
+            } else {
+                T gh = lam_h * h[u];
+#pragma unroll
+                for (int c = 0; c < KB; ++c) {
+                    if (c < k) {
+                        const T gc = __shfl_sync(UFM_FULL_MASK, gl[u], c);
+                        gh += gc * wk[c];
+                        aw[c] += gc * h[u];
+                    }
+                }
+                ghsq += (double)gh * (double)gh;  // rows past n have h = g = 0: gh = 0
+                if (col && i < n) {
+                    if (MODE == BWD_STEP)
+                        ht[idx] = h[u] - lr * gh;
+                    else
+                        out[idx] = gh;
+                }
             }
         }
     }

@@ -123,12 +123,18 @@ fn compare<T: Real + Into<f64>>(case: &str, gpu: &Outputs<T>, cpu: &Outputs<T>, 
                 cpu.stats.scatter.as_ref().unwrap().as_slice().unwrap(),
             ),
         ),
-        ("class ss", rel_err(&gpu.stats.class_ss, &cpu.stats.class_ss)),
+        (
+            "class ss",
+            rel_err(&gpu.stats.class_ss, &cpu.stats.class_ss),
+        ),
     ];
     assert_eq!(gpu.stats.counts, cpu.stats.counts, "{case}: counts");
     for (what, e) in checks {
         println!("{case:<40} {what:<14} rel err {e:.2e} (tol {tol:.0e})");
-        assert!(e <= tol, "{case}: {what} relative error {e:.3e} > {tol:.0e}");
+        assert!(
+            e <= tol,
+            "{case}: {what} relative error {e:.3e} > {tol:.0e}"
+        );
     }
 }
 
@@ -136,7 +142,13 @@ fn compare<T: Real + Into<f64>>(case: &str, gpu: &Outputs<T>, cpu: &Outputs<T>, 
 /// feature dimensions that are not multiples of 32, imbalanced classes.
 fn cases() -> Vec<(String, UfmProblem)> {
     let mut v = Vec::new();
-    let shapes: [(usize, usize, usize); 5] = [(3, 37, 41), (10, 64, 23), (20, 33, 9), (32, 8, 5), (40, 19, 6)];
+    let shapes: [(usize, usize, usize); 5] = [
+        (3, 37, 41),
+        (10, 64, 23),
+        (20, 33, 9),
+        (32, 8, 5),
+        (40, 19, 6),
+    ];
     for (ci, &(k, d, per)) in shapes.iter().enumerate() {
         for loss in [Loss::CrossEntropy, Loss::Mse] {
             for bias in [true, false] {
@@ -180,7 +192,10 @@ fn gpu() -> Option<std::sync::Arc<ufm::backend::cuda::CudaBackend>> {
 #[cfg(feature = "cuda")]
 fn run_parity<T: ufm::backend::cuda::GpuReal + Into<f64>>(tol: f64, seed0: u64) {
     let Some(g) = gpu() else { return };
-    println!("device: {}", <ufm::backend::cuda::CudaBackend as Backend<T>>::name(&g));
+    println!(
+        "device: {}",
+        <ufm::backend::cuda::CudaBackend as Backend<T>>::name(&g)
+    );
     for (i, (case, p)) in cases().into_iter().enumerate() {
         let seed = seed0 + i as u64;
         let mut x: Vec<T> = p.random_point(seed, 1.0).unwrap();
@@ -215,7 +230,10 @@ fn cuda_solve_matches_cpu_solve() {
         .lambdas(5e-3, 5e-3, 5e-3)
         .build()
         .unwrap();
-    for optimizer in [OptimizerSpec::Gd { lr: 0.5 }, OptimizerSpec::Lbfgs { memory: 10 }] {
+    for optimizer in [
+        OptimizerSpec::Gd { lr: 0.5 },
+        OptimizerSpec::Lbfgs { memory: 10 },
+    ] {
         let spec = SolveSpec {
             optimizer,
             max_iter: 300,
@@ -266,7 +284,10 @@ fn backend_objective_reproduces_the_cpu_solve() {
         )
         .unwrap();
         assert!(o64.take_error().is_none());
-        assert_eq!(direct.summary.iterations, via.summary.iterations, "{optimizer:?}");
+        assert_eq!(
+            direct.summary.iterations, via.summary.iterations,
+            "{optimizer:?}"
+        );
         assert_eq!(direct.x, via.x, "{optimizer:?}");
     }
 }
@@ -317,7 +338,15 @@ fn device_choice_errors_or_falls_back_clearly() {
 fn cli_device_flag() {
     use assert_cmd::Command;
     let base = [
-        "solve", "--classes", "3", "--dim", "4", "--per-class", "5", "--max-iter", "50",
+        "solve",
+        "--classes",
+        "3",
+        "--dim",
+        "4",
+        "--per-class",
+        "5",
+        "--max-iter",
+        "50",
     ];
     let gpu_usable = ufm::backend::solve(
         &UfmConfig::balanced(3, 5, 4).build().unwrap(),

@@ -54,7 +54,11 @@ fn every_registered_entry_point_is_defined_and_vice_versa() {
     for m in MODULES.iter() {
         // The embedded text is the file on disk.
         let disk = std::fs::read_to_string(root.join(m.file)).unwrap();
-        assert_eq!(disk, m.source, "{} embedded text differs from the file", m.file);
+        assert_eq!(
+            disk, m.source,
+            "{} embedded text differs from the file",
+            m.file
+        );
         let defined = defined_entries(m.source);
         let registered: BTreeSet<String> = m.entries.iter().map(|s| s.to_string()).collect();
         assert_eq!(
@@ -65,7 +69,11 @@ fn every_registered_entry_point_is_defined_and_vice_versa() {
         );
         let missing: Vec<_> = registered.difference(&defined).collect();
         let unregistered: Vec<_> = defined.difference(&registered).collect();
-        assert!(missing.is_empty(), "{}: registered but not defined: {missing:?}", m.file);
+        assert!(
+            missing.is_empty(),
+            "{}: registered but not defined: {missing:?}",
+            m.file
+        );
         assert!(
             unregistered.is_empty(),
             "{}: defined but not registered: {unregistered:?}",
@@ -84,8 +92,14 @@ fn every_registered_entry_point_is_defined_and_vice_versa() {
     let built: BTreeSet<String> = all_named_entries().into_iter().map(|(_, n)| n).collect();
     let not_registered: Vec<_> = built.difference(&registered_all).collect();
     let not_built: Vec<_> = registered_all.difference(&built).collect();
-    assert!(not_registered.is_empty(), "launch names not registered: {not_registered:?}");
-    assert!(not_built.is_empty(), "registered but never launched: {not_built:?}");
+    assert!(
+        not_registered.is_empty(),
+        "launch names not registered: {not_registered:?}"
+    );
+    assert!(
+        not_built.is_empty(),
+        "registered but never launched: {not_built:?}"
+    );
     for (file, name) in all_named_entries() {
         let m = ufm::backend::kernels::module_of(&name).unwrap();
         assert_eq!(m.file, file, "{name} registered in the wrong module");
@@ -108,7 +122,10 @@ fn every_cu_file_is_registered_and_documented() {
     let readme = std::fs::read_to_string(root.join("kernels/README.md")).unwrap();
     for m in MODULES.iter() {
         for e in m.entries {
-            assert!(readme.contains(&format!("`{e}`")), "kernels/README.md does not list `{e}`");
+            assert!(
+                readme.contains(&format!("`{e}`")),
+                "kernels/README.md does not list `{e}`"
+            );
         }
     }
 }
@@ -120,6 +137,9 @@ fn parser_finds_plain_and_macro_entries_but_not_definitions() {
                extern \"C\" __global__ void baz_qux_f64(double* x) {}\n\
                // X_ENTRY(commented_f32, float)\n";
     let got = defined_entries(src);
-    let want: BTreeSet<String> = ["foo_bar_f32", "baz_qux_f64"].iter().map(|s| s.to_string()).collect();
+    let want: BTreeSet<String> = ["foo_bar_f32", "baz_qux_f64"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     assert_eq!(got, want);
 }

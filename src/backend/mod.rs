@@ -73,8 +73,7 @@ pub trait Backend<T: Real>: Sync {
     /// $f(x)$.
     fn value(&self, p: &UfmProblem, x: &Self::Buffer) -> Result<f64>;
     /// $f(x)$, with $\nabla f(x)$ written into `grad`.
-    fn value_grad(&self, p: &UfmProblem, x: &Self::Buffer, grad: &mut Self::Buffer)
-        -> Result<f64>;
+    fn value_grad(&self, p: &UfmProblem, x: &Self::Buffer, grad: &mut Self::Buffer) -> Result<f64>;
     /// One step $x\leftarrow x-\eta\nabla f(x)$; returns $f$ and $\lVert\nabla f\rVert$ at the
     /// point before the step.
     fn gd_step(&self, p: &UfmProblem, x: &mut Self::Buffer, lr: T) -> Result<(f64, f64)>;

@@ -21,13 +21,12 @@ use crate::error::{Error, Result};
 use crate::metrics::FeatureStats;
 use crate::real::Real;
 use crate::ufm::{Loss, UfmProblem};
-use cudarc::cublas::sys::cublasOperation_t;
 use cudarc::cublas::result::CublasError;
+use cudarc::cublas::sys::cublasOperation_t;
 use cudarc::cublas::{CudaBlas, Gemm, GemmConfig};
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, CudaView, CudaViewMut,
-    DevicePtr, DevicePtrMut,
-    DeviceRepr, DriverError, LaunchConfig, PushKernelArg, ValidAsZeroBits,
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr,
+    DevicePtrMut, DeviceRepr, DriverError, LaunchConfig, PushKernelArg, ValidAsZeroBits,
 };
 use cudarc::nvrtc::Ptx;
 use std::collections::HashMap;
@@ -149,15 +148,13 @@ fn lock<'a, X>(m: &'a Mutex<X>, what: &str) -> Result<MutexGuard<'a, X>> {
 /// Whether the driver library `libcuda.so.1` can be loaded (never panics).
 pub fn driver_present() -> bool {
     // SAFETY: only asks the dynamic loader whether the library exists; no CUDA call is made.
-    std::panic::catch_unwind(|| unsafe { cudarc::driver::sys::is_culib_present() })
-        .unwrap_or(false)
+    std::panic::catch_unwind(|| unsafe { cudarc::driver::sys::is_culib_present() }).unwrap_or(false)
 }
 
 /// Whether cuBLAS (`libcublas.so.13`) can be loaded (never panics).
 pub fn cublas_present() -> bool {
     // SAFETY: as for `driver_present`.
-    std::panic::catch_unwind(|| unsafe { cudarc::cublas::sys::is_culib_present() })
-        .unwrap_or(false)
+    std::panic::catch_unwind(|| unsafe { cudarc::cublas::sys::is_culib_present() }).unwrap_or(false)
 }
 
 /// Checks that a CUDA device can be used: driver library, NVRTC, at least `ordinal + 1`
@@ -261,7 +258,11 @@ impl Geometry {
         let yt = d.div_ceil(32);
         Geometry {
             fwd: n.div_ceil(warps * rows_per_warp).clamp(1, 16 * sms),
-            rb: n.div_ceil(warps).clamp(1, (8 * sms).div_ceil(yt).max(1)),
+            // About one wave: 4 blocks of 8 warps per multiprocessor, each warp taking 4 rows
+            // per iteration.
+            rb: n
+                .div_ceil(4 * warps)
+                .clamp(1, (4 * sms).div_ceil(yt).max(1)),
             yt,
             fin_w: (k * d).div_ceil(THREADS as usize).clamp(1, 2 * sms),
             fin_b: k.div_ceil(THREADS as usize).clamp(1, 2 * sms),
@@ -299,7 +300,9 @@ impl CudaBackend {
             .compute_capability()
             .map_err(drv("compute capability"))?;
         let sms = ctx
-            .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .attribute(
+                cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+            )
             .map_err(drv("multiprocessor count"))?
             .max(1) as usize;
         Ok(CudaBackend {
@@ -356,7 +359,10 @@ impl CudaBackend {
         let md = self
             .ctx
             .load_module(Ptx::from_src(ptx))
-            .map_err(drv(format!("loading the PTX of {} for {}", m.file, self.arch)))?;
+            .map_err(drv(format!(
+                "loading the PTX of {} for {}",
+                m.file, self.arch
+            )))?;
         mods.insert(m.file, md.clone());
         Ok(md)
     }
@@ -390,7 +396,9 @@ impl CudaBackend {
                 "cuBLAS (libcublas.so.13) was not found by the dynamic loader; it is needed for K > 32 and for the GEMM baseline".into(),
             ));
         }
-        let b = Arc::new(CudaBlas::new(self.stream.clone()).map_err(blas_err("creating a cuBLAS handle"))?);
+        let b = Arc::new(
+            CudaBlas::new(self.stream.clone()).map_err(blas_err("creating a cuBLAS handle"))?,
+        );
         *g = Some(b.clone());
         Ok(b)
     }
@@ -475,7 +483,11 @@ impl CudaBackend {
         let geo = Geometry::new(self.sms, n, d, k, rt);
         let off = geo.offsets();
         let inv_n = T::of(1.0 / n as f64);
-        let (lam_w, lam_h, lam_b) = (T::of(p.lambda_w()), T::of(p.lambda_h()), T::of(p.lambda_b()));
+        let (lam_w, lam_h, lam_b) = (
+            T::of(p.lambda_w()),
+            T::of(p.lambda_h()),
+            T::of(p.lambda_b()),
+        );
         let step = x.is_step();
         let lr = x.lr();
         let rb_i = as_i32("blocks", geo.rb)?;
@@ -485,7 +497,10 @@ impl CudaBackend {
         let mut sg = self.scratch::<T>(p)?;
         let s = sg.as_mut().expect("scratch allocated");
         if off[4] > s.partials.len() {
-            return Err(Error::numerical("CUDA fused pass", "partial-sum buffer too small"));
+            return Err(Error::numerical(
+                "CUDA fused pass",
+                "partial-sum buffer too small",
+            ));
         }
         let mut x = x;
         if step {
@@ -566,15 +581,41 @@ impl CudaBackend {
                 continue;
             }
             let (start, m, blocks, lam, o0, o1, rows_part) = if t == 0 {
-                (0, kd, geo.fin_w, lam_w, off[2], off[3], s.part_w.slice(0..geo.rb * kd))
+                (
+                    0,
+                    kd,
+                    geo.fin_w,
+                    lam_w,
+                    off[2],
+                    off[3],
+                    s.part_w.slice(0..geo.rb * kd),
+                )
             } else {
-                (kd + nd, k, geo.fin_b, lam_b, off[3], off[4], s.part_b.slice(0..geo.rb * k))
+                (
+                    kd + nd,
+                    k,
+                    geo.fin_b,
+                    lam_b,
+                    off[3],
+                    off[4],
+                    s.part_b.slice(0..geo.rb * k),
+                )
             };
             let m_i = as_i32("finish length", m)?;
             self.launch_finish(
-                &f_fin, &mut x, start, m, &rows_part, rb_i, m_i, lam, lr,
-                grad.as_deref_mut().filter(|_| !step), &s.g,
-                &mut s.partials.slice_mut(o0..o1), blocks,
+                &f_fin,
+                &mut x,
+                start,
+                m,
+                &rows_part,
+                rb_i,
+                m_i,
+                lam,
+                lr,
+                grad.as_deref_mut().filter(|_| !step),
+                &s.g,
+                &mut s.partials.slice_mut(o0..o1),
+                blocks,
             )?;
         }
         let parts = self
@@ -656,7 +697,9 @@ impl CudaBackend {
         partials: &mut cudarc::driver::CudaViewMut<'_, f64>,
     ) -> Result<usize> {
         let f = self.function(&kernels::sumsq(T::NAME))?;
-        let blocks = len.div_ceil(THREADS as usize).clamp(1, (4 * self.sms).min(partials.len()));
+        let blocks = len
+            .div_ceil(THREADS as usize)
+            .clamp(1, (4 * self.sms).min(partials.len()));
         let n = len as i64;
         let mut lb = self.stream.launch_builder(&f);
         lb.arg(v).arg(&n).arg(partials);
@@ -684,7 +727,11 @@ impl CudaBackend {
         let lr = x.lr();
         let inv_n = T::of(1.0 / n as f64);
         let has_b = i32::from(p.has_bias());
-        let (lam_w, lam_h, lam_b) = (T::of(p.lambda_w()), T::of(p.lambda_h()), T::of(p.lambda_b()));
+        let (lam_w, lam_h, lam_b) = (
+            T::of(p.lambda_w()),
+            T::of(p.lambda_h()),
+            T::of(p.lambda_b()),
+        );
         let f_loss = self.function(&kernels::loss(loss, T::NAME))?;
         let f_fin = self.function(&kernels::finish(step, T::NAME))?;
         let f_axpy = self.function(&kernels::axpy(T::NAME))?;
@@ -692,7 +739,11 @@ impl CudaBackend {
         let s = sg.as_mut().expect("scratch allocated");
         if s.ones.is_none() {
             let ones = vec![T::one(); n];
-            s.ones = Some(self.stream.clone_htod(&ones).map_err(drv("allocating ones"))?);
+            s.ones = Some(
+                self.stream
+                    .clone_htod(&ones)
+                    .map_err(drv("allocating ones"))?,
+            );
         }
         if step && s.gh.is_none() {
             s.gh = Some(
@@ -715,11 +766,25 @@ impl CudaBackend {
             loss_blocks + 2 * sq + 2 * fin_w + 2 * fin_b,
         ];
         if off[5] > s.partials.len() {
-            return Err(Error::numerical("CUDA GEMM pass", "partial-sum buffer too small"));
+            return Err(Error::numerical(
+                "CUDA GEMM pass",
+                "partial-sum buffer too small",
+            ));
         }
-        let (op_n, op_t) = (cublasOperation_t::CUBLAS_OP_N, cublasOperation_t::CUBLAS_OP_T);
+        let (op_n, op_t) = (
+            cublasOperation_t::CUBLAS_OP_N,
+            cublasOperation_t::CUBLAS_OP_T,
+        );
         #[allow(clippy::too_many_arguments)]
-        let cfg = |transa, transb, m: usize, nn: usize, kk: usize, lda: usize, ldb: usize, beta: T, ldc: usize| GemmConfig {
+        let cfg = |transa,
+                   transb,
+                   m: usize,
+                   nn: usize,
+                   kk: usize,
+                   lda: usize,
+                   ldb: usize,
+                   beta: T,
+                   ldc: usize| GemmConfig {
             transa,
             transb,
             m: m as i32,
@@ -739,7 +804,13 @@ impl CudaBackend {
             // Z^T (K x N) = (W^T)^T (K x d) * H^T (d x N).
             // SAFETY: W is K*d, H N*d, g N*K: the sizes of the column-major operands.
             unsafe {
-                T::gemm(&blas, cfg(op_t, op_n, k, n, d, d, d, T::zero(), k), &wv, &hv, &mut s.g)
+                T::gemm(
+                    &blas,
+                    cfg(op_t, op_n, k, n, d, d, d, T::zero(), k),
+                    &wv,
+                    &hv,
+                    &mut s.g,
+                )
             }
             .map_err(blas_err("cuBLAS Z = H W^T"))?;
             let mut pl = s.partials.slice_mut(off[0]..off[1]);
@@ -756,23 +827,35 @@ impl CudaBackend {
             // one value per block; warp-per-row grid-stride loop.
             unsafe { lb.launch(Self::launch_cfg((loss_blocks, 1, 1), (THREADS, 1, 1), 0)) }
                 .map_err(drv(kernels::loss(loss, T::NAME)))?;
-            drop(pl);
             // grad_W^T (d x K) = H^T (d x N) * (G^T)^T (N x K)  -> part_w row 0
             let mut pw = s.part_w.slice_mut(0..kd);
             // SAFETY: H N*d, g N*K, part_w >= K*d.
-            unsafe { T::gemm(&blas, cfg(op_n, op_t, d, k, n, d, k, T::zero(), d), &hv, &s.g, &mut pw) }
-                .map_err(blas_err("cuBLAS G^T H"))?;
-            drop(pw);
+            unsafe {
+                T::gemm(
+                    &blas,
+                    cfg(op_n, op_t, d, k, n, d, k, T::zero(), d),
+                    &hv,
+                    &s.g,
+                    &mut pw,
+                )
+            }
+            .map_err(blas_err("cuBLAS G^T H"))?;
             // grad_b (K x 1) = G^T (K x N) * 1 (N x 1)  -> part_b row 0
             let mut pbv = s.part_b.slice_mut(0..k);
             let ones = s.ones.as_ref().expect("allocated above");
             // SAFETY: g N*K, ones N, part_b >= K.
-            unsafe { T::gemm(&blas, cfg(op_n, op_n, k, 1, n, k, n, T::zero(), k), &s.g, ones, &mut pbv) }
-                .map_err(blas_err("cuBLAS G^T 1"))?;
-            drop(pbv);
+            unsafe {
+                T::gemm(
+                    &blas,
+                    cfg(op_n, op_n, k, 1, n, k, n, T::zero(), k),
+                    &s.g,
+                    ones,
+                    &mut pbv,
+                )
+            }
+            .map_err(blas_err("cuBLAS G^T 1"))?;
             let mut ph = s.partials.slice_mut(off[1]..off[2]);
             hsq_blocks = self.sumsq::<T>(&hv, nd, &mut ph)?;
-            drop(ph);
             // grad_H^T (d x N) = (W^T) (d x K) * G^T (K x N) + lambda_H H^T
             let mut ghv = if step {
                 s.gh.as_mut().expect("allocated above").slice_mut(0..nd)
@@ -785,8 +868,16 @@ impl CudaBackend {
                 .memcpy_dtod(&hv, &mut ghv)
                 .map_err(drv("copying H"))?;
             // SAFETY: W K*d, g N*K, ghv N*d.
-            unsafe { T::gemm(&blas, cfg(op_n, op_n, d, n, k, d, k, lam_h, d), &wv, &s.g, &mut ghv) }
-                .map_err(blas_err("cuBLAS G W + lambda_H H"))?;
+            unsafe {
+                T::gemm(
+                    &blas,
+                    cfg(op_n, op_n, d, n, k, d, k, lam_h, d),
+                    &wv,
+                    &s.g,
+                    &mut ghv,
+                )
+            }
+            .map_err(blas_err("cuBLAS G W + lambda_H H"))?;
             let mut pg = s.partials.slice_mut(off[2]..off[3]);
             ghsq_blocks = self.sumsq::<T>(&ghv.as_view(), nd, &mut pg)?;
         }
@@ -810,13 +901,31 @@ impl CudaBackend {
             let (start, m, blocks, lam, o0, o1, part) = if t == 0 {
                 (0, kd, fin_w, lam_w, off[3], off[4], s.part_w.slice(0..kd))
             } else {
-                (kd + nd, k, fin_b, lam_b, off[4], off[5], s.part_b.slice(0..k))
+                (
+                    kd + nd,
+                    k,
+                    fin_b,
+                    lam_b,
+                    off[4],
+                    off[5],
+                    s.part_b.slice(0..k),
+                )
             };
             let m_i = as_i32("finish length", m)?;
             self.launch_finish(
-                &f_fin, &mut x, start, m, &part, one, m_i, lam, lr,
-                grad.as_deref_mut().filter(|_| !step), &s.g,
-                &mut s.partials.slice_mut(o0..o1), blocks,
+                &f_fin,
+                &mut x,
+                start,
+                m,
+                &part,
+                one,
+                m_i,
+                lam,
+                lr,
+                grad.as_deref_mut().filter(|_| !step),
+                &s.g,
+                &mut s.partials.slice_mut(o0..o1),
+                blocks,
             )?;
         }
         let parts = self
@@ -882,7 +991,10 @@ impl<T: GpuReal> Backend<T> for CudaBackend {
     }
     fn alloc(&self, len: usize) -> Result<CudaSlice<T>> {
         if len == 0 {
-            return Err(Error::param("length", "cannot allocate an empty device buffer"));
+            return Err(Error::param(
+                "length",
+                "cannot allocate an empty device buffer",
+            ));
         }
         self.stream
             .alloc_zeros::<T>(len)
@@ -890,7 +1002,11 @@ impl<T: GpuReal> Backend<T> for CudaBackend {
     }
     fn upload_into(&self, src: &[T], dst: &mut CudaSlice<T>) -> Result<()> {
         if src.len() != dst.len() {
-            return Err(Error::shape("upload", format!("{}", dst.len()), format!("{}", src.len())));
+            return Err(Error::shape(
+                "upload",
+                format!("{}", dst.len()),
+                format!("{}", src.len()),
+            ));
         }
         self.stream
             .memcpy_htod(src, dst)
@@ -898,7 +1014,11 @@ impl<T: GpuReal> Backend<T> for CudaBackend {
     }
     fn download(&self, src: &CudaSlice<T>, dst: &mut [T]) -> Result<()> {
         if src.len() != dst.len() {
-            return Err(Error::shape("download", format!("{}", dst.len()), format!("{}", src.len())));
+            return Err(Error::shape(
+                "download",
+                format!("{}", dst.len()),
+                format!("{}", src.len()),
+            ));
         }
         self.stream
             .memcpy_dtoh(src, dst)
@@ -949,7 +1069,10 @@ impl<T: GpuReal> Backend<T> for CudaBackend {
         let fwd_end = 2 * geo.fwd;
         let sq = 4 * self.sms;
         if fwd_end + 2 * sq > s.partials.len() {
-            return Err(Error::numerical("CUDA value", "partial-sum buffer too small"));
+            return Err(Error::numerical(
+                "CUDA value",
+                "partial-sum buffer too small",
+            ));
         }
         {
             let mut pf = s.partials.slice_mut(0..fwd_end);
@@ -972,7 +1095,6 @@ impl<T: GpuReal> Backend<T> for CudaBackend {
         }
         let mut pw = s.partials.slice_mut(fwd_end..fwd_end + sq);
         let wb = self.sumsq::<T>(&w, kd, &mut pw)?;
-        drop(pw);
         let mut bb = 0;
         if p.has_bias() {
             let mut pb = s.partials.slice_mut(fwd_end + sq..fwd_end + 2 * sq);
@@ -1098,16 +1220,29 @@ impl<T: GpuReal> Backend<T> for CudaBackend {
             let m_i = as_i32("finish length", m)?;
             let vs = v.slice(start..start + m);
             let mut os = out.slice_mut(start..start + m);
-            let part = if t == 0 { s.part_w.slice(0..geo.rb * kd) } else { s.part_b.slice(0..geo.rb * k) };
+            let part = if t == 0 {
+                s.part_w.slice(0..geo.rb * kd)
+            } else {
+                s.part_b.slice(0..geo.rb * k)
+            };
             let mut pf = s.partials.slice_mut(o0..o1);
             let mut lb = self.stream.launch_builder(&f_fin);
-            lb.arg(&vs).arg(&part).arg(&rb_i).arg(&m_i).arg(&lam).arg(&zero).arg(&mut os).arg(&mut pf);
+            lb.arg(&vs)
+                .arg(&part)
+                .arg(&rb_i)
+                .arg(&m_i)
+                .arg(&lam)
+                .arg(&zero)
+                .arg(&mut os)
+                .arg(&mut pf);
             // SAFETY: vs and os hold m elements (x is read only in gradient mode), part rb rows
             // of m, pf two values per block.
             unsafe { lb.launch(Self::launch_cfg((blocks, 1, 1), (THREADS, 1, 1), 0)) }
                 .map_err(drv(kernels::finish(false, T::NAME)))?;
         }
-        self.stream.synchronize().map_err(drv("synchronize after the HVP"))
+        self.stream
+            .synchronize()
+            .map_err(drv("synchronize after the HVP"))
     }
 
     fn class_stats(
@@ -1146,11 +1281,15 @@ impl<T: GpuReal> Backend<T> for CudaBackend {
         }
         let st = &self.stream;
         let lab = st.clone_htod(labels).map_err(drv("uploading labels"))?;
-        let mut sums = st.alloc_zeros::<f64>(k * d).map_err(drv("allocating class sums"))?;
+        let mut sums = st
+            .alloc_zeros::<f64>(k * d)
+            .map_err(drv("allocating class sums"))?;
         let mut counts = st.alloc_zeros::<u64>(k).map_err(drv("allocating counts"))?;
         let f_sums = self.function(&kernels::class_stat("sums", T::NAME))?;
         let yt = d.div_ceil(32);
-        let rb = rows.div_ceil(8).clamp(1, (8 * self.sms).div_ceil(yt).max(1));
+        let rb = rows
+            .div_ceil(8)
+            .clamp(1, (8 * self.sms).div_ceil(yt).max(1));
         let mut c0 = 0usize;
         while c0 < k {
             let kc = (k - c0).min(128);
@@ -1175,7 +1314,10 @@ impl<T: GpuReal> Backend<T> for CudaBackend {
         let counts_h = st.clone_dtoh(&counts).map_err(drv("reading counts"))?;
         if let Some(i) = sums_h.iter().position(|v| !v.is_finite()) {
             return Err(Error::NonFinite {
-                what: format!("features of class {} (found on the GPU; row not located)", i / d.max(1)),
+                what: format!(
+                    "features of class {} (found on the GPU; row not located)",
+                    i / d.max(1)
+                ),
             });
         }
         let empty: Vec<usize> = (0..k).filter(|&c| counts_h[c] == 0).collect();
@@ -1193,31 +1335,56 @@ impl<T: GpuReal> Backend<T> for CudaBackend {
         let means_d = st
             .clone_htod(means.as_slice().expect("standard layout"))
             .map_err(drv("uploading means"))?;
-        let mut ss = st.alloc_zeros::<f64>(k).map_err(drv("allocating class_ss"))?;
-        let mut scatter = st.alloc_zeros::<f64>(d * d).map_err(drv("allocating the scatter"))?;
+        let mut ss = st
+            .alloc_zeros::<f64>(k)
+            .map_err(drv("allocating class_ss"))?;
+        let mut scatter = st
+            .alloc_zeros::<f64>(d * d)
+            .map_err(drv("allocating the scatter"))?;
         let f_ss = self.function(&kernels::class_stat("ss", T::NAME))?;
         {
             let blocks = rows.div_ceil(8).clamp(1, 16 * self.sms);
             let mut lb = st.launch_builder(&f_ss);
-            lb.arg(features).arg(&lab).arg(&ni).arg(&di).arg(&ki).arg(&means_d).arg(&mut ss);
+            lb.arg(features)
+                .arg(&lab)
+                .arg(&ni)
+                .arg(&di)
+                .arg(&ki)
+                .arg(&means_d)
+                .arg(&mut ss);
             // SAFETY: features rows*d, labels < K, means K*d, ss K; dynamic shared memory K
             // doubles (<= 48 KiB, checked above).
-            unsafe { lb.launch(Self::launch_cfg((blocks, 1, 1), (THREADS, 1, 1), (k * 8) as u32)) }
-                .map_err(drv(kernels::class_stat("ss", T::NAME)))?;
+            unsafe {
+                lb.launch(Self::launch_cfg(
+                    (blocks, 1, 1),
+                    (THREADS, 1, 1),
+                    (k * 8) as u32,
+                ))
+            }
+            .map_err(drv(kernels::class_stat("ss", T::NAME)))?;
         }
         let f_sc = self.function(&kernels::class_stat("scatter", T::NAME))?;
         {
             let tiles = d.div_ceil(64);
-            let slabs = (4 * self.sms).div_ceil(tiles * tiles).clamp(1, rows.div_ceil(16).max(1));
+            let slabs = (4 * self.sms)
+                .div_ceil(tiles * tiles)
+                .clamp(1, rows.div_ceil(16).max(1));
             let mut lb = st.launch_builder(&f_sc);
-            lb.arg(features).arg(&lab).arg(&ni).arg(&di).arg(&means_d).arg(&mut scatter);
+            lb.arg(features)
+                .arg(&lab)
+                .arg(&ni)
+                .arg(&di)
+                .arg(&means_d)
+                .arg(&mut scatter);
             // SAFETY: features rows*d, labels < K, means K*d, scatter d*d; grid covers the d x d
             // output in 64 x 64 tiles and the rows in `slabs` slabs; block 16 x 16.
             unsafe { lb.launch(Self::launch_cfg((tiles, tiles, slabs), (16, 16, 1), 0)) }
                 .map_err(drv(kernels::class_stat("scatter", T::NAME)))?;
         }
         let class_ss = st.clone_dtoh(&ss).map_err(drv("reading class_ss"))?;
-        let sc = st.clone_dtoh(&scatter).map_err(drv("reading the scatter"))?;
+        let sc = st
+            .clone_dtoh(&scatter)
+            .map_err(drv("reading the scatter"))?;
         Ok(FeatureStats {
             counts: counts_h,
             means,

@@ -91,3 +91,47 @@ fn poisoned<E>(_: E) -> Error {
         reason: "a thread panicked while holding the cache lock".into(),
     }
 }
+
+/// Compiles `module` to machine code for `sm_arch` (e.g. `"sm_90"`) with `ptxas -v` and
+/// returns NVRTC's log: per kernel, the registers used and any spill stores/loads. Needs no
+/// GPU; used by `cargo run --example nvrtc_check -- --resources`.
+pub fn resource_usage(module: &KernelModule, sm_arch: &str) -> Result<String> {
+    use cudarc::nvrtc::result;
+    use std::ffi::CString;
+    if !nvrtc_present() {
+        return Err(nvrtc_missing());
+    }
+    let err = |what: &str, e: result::NvrtcError| Error::Cuda {
+        context: format!("NVRTC {what} of {} for {sm_arch}", module.file),
+        reason: format!("{e:?}"),
+    };
+    let src = CString::new(module.full_source()).map_err(|_| Error::Cuda {
+        context: module.file.into(),
+        reason: "source contains a NUL byte".into(),
+    })?;
+    let name = CString::new(module.file).expect("file names have no NUL");
+    let opts = vec![
+        format!("--gpu-architecture={sm_arch}"),
+        "--std=c++17".to_string(),
+        "--fmad=true".to_string(),
+        "--ptxas-options=-v".to_string(),
+    ];
+    let prog = result::create_program(&src, Some(&name)).map_err(|e| err("create", e))?;
+    // SAFETY: `prog` was just created and is destroyed once below; the log buffer is a
+    // NUL-terminated C string owned by the returned Vec.
+    let compiled = unsafe { result::compile_program(prog, &opts) };
+    let log = unsafe { result::get_program_log(prog) }.map_err(|e| err("log", e));
+    let _ = unsafe { result::destroy_program(prog) };
+    let log = log?;
+    let bytes: Vec<u8> = log
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    compiled.map_err(|e| Error::Cuda {
+        context: format!("NVRTC compile of {} for {sm_arch}", module.file),
+        reason: format!("{e:?}\n{text}"),
+    })?;
+    Ok(text)
+}

@@ -164,7 +164,8 @@ pub fn run(args: SolveArgs) -> Result<()> {
     if args.trace.is_some() {
         spec.trace_every = args.trace_every.max(1);
     }
-    let (out, device, fallback) = ufm::backend::solve(&problem, &spec, None, args.solver.device.into())?;
+    let (out, device, fallback) =
+        ufm::backend::solve(&problem, &spec, None, args.solver.device.into())?;
     if let Some(reason) = fallback {
         eprintln!("note: --device auto: {reason}; running on the CPU");
     }
