@@ -17,11 +17,16 @@
 //! | [`ufm`] | problem definition, losses, objective/gradient/Hessian-vector product, closed forms, ETFs |
 //! | [`solver`] | gradient descent, L-BFGS, trust-region Newton-CG, executor and trace observers |
 //! | [`metrics`] | streaming class statistics and the NC metrics |
+//! | [`backend`] | `Backend` trait: CPU reference and CUDA (NVRTC kernels in `kernels/`, cuBLAS), `--device` |
 //! | [`linalg`] | faer-backed symmetric eigensolver and SVD |
 //! | [`io`] | atomic writes, `.npz` export |
 //! | [`plot`] | PNG + SVG figures with an embedded font |
 //!
 //! Everything numerical is generic over [`Real`] (`f64` for theory checks, `f32` for speed).
+//!
+//! Feature `cuda` (on by default) adds the CUDA backend. It needs nothing CUDA to build: the
+//! driver, NVRTC and cuBLAS are loaded at run time, and their absence is an error value
+//! ([`Error::CudaUnavailable`]), never a panic.
 //!
 //! ```
 //! use ufm::solver::{Executor, Lbfgs};

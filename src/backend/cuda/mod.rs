@@ -721,7 +721,6 @@ impl CudaBackend {
         let loss = Self::loss_name(p)?;
         let (ni, ki) = (as_i32("N", n)?, as_i32("K", k)?);
         let (kd, nd) = (k * d, n * d);
-        as_i32("N d", nd)?;
         let blas = self.blas()?;
         let step = x.is_step();
         let lr = x.lr();
@@ -1031,7 +1030,6 @@ impl<T: GpuReal> Backend<T> for CudaBackend {
     fn supports(&self, p: &UfmProblem, hvp: bool) -> Result<()> {
         Self::loss_name(p)?;
         as_i32("N", p.n_samples())?;
-        as_i32("N d", p.n_samples() * p.feature_dim())?;
         if hvp && p.n_classes() > kernels::MAX_FUSED_CLASSES {
             return Err(Error::Unsupported(format!(
                 "the CUDA Hessian-vector product supports K <= {} classes (K = {}); use --device cpu",
@@ -1273,7 +1271,6 @@ impl<T: GpuReal> Backend<T> for CudaBackend {
             )));
         }
         let (ni, di, ki) = (as_i32("rows", rows)?, as_i32("d", d)?, as_i32("K", k)?);
-        as_i32("rows d", rows * d)?;
         if k * 8 > 48 * 1024 {
             return Err(Error::Unsupported(format!(
                 "the CUDA class statistics support K <= 6144 classes (K = {k}); use --device cpu"
