@@ -276,6 +276,102 @@ pub fn solve(
     }
 }
 
+/// An element type the CUDA kernels exist for (`f32`, `f64`).
+pub trait DeviceReal: Real {
+    /// Class statistics on CUDA device 0; returns them and the device name.
+    fn cuda_class_stats(
+        x: &[Self],
+        rows: usize,
+        d: usize,
+        labels: &[u32],
+        k: usize,
+    ) -> Result<(FeatureStats, String)>;
+}
+
+macro_rules! device_real {
+    ($t:ty) => {
+        impl DeviceReal for $t {
+            #[cfg(feature = "cuda")]
+            fn cuda_class_stats(
+                x: &[Self],
+                rows: usize,
+                d: usize,
+                labels: &[u32],
+                k: usize,
+            ) -> Result<(FeatureStats, String)> {
+                let b = cuda::CudaBackend::shared(0)?;
+                let buf = Backend::<$t>::upload(b.as_ref(), x)?;
+                let st = Backend::<$t>::class_stats(b.as_ref(), &buf, rows, d, labels, k)?;
+                Ok((st, Backend::<$t>::name(b.as_ref())))
+            }
+            #[cfg(not(feature = "cuda"))]
+            fn cuda_class_stats(
+                _x: &[Self],
+                _rows: usize,
+                _d: usize,
+                _labels: &[u32],
+                _k: usize,
+            ) -> Result<(FeatureStats, String)> {
+                Err(no_cuda_feature())
+            }
+        }
+    };
+}
+device_real!(f32);
+device_real!(f64);
+
+/// Class statistics (counts, means, per-class sums of squares, the within-class scatter) of
+/// the rows of `features` on a chosen device: the entry point for `ufm metrics --device`.
+/// Returns the statistics, the device that computed them and, for [`Device::Auto`] when it
+/// fell back to the CPU, the reason.
+pub fn class_stats<T: DeviceReal>(
+    features: ndarray::ArrayView2<T>,
+    labels: &[u32],
+    k: usize,
+    device: Device,
+) -> Result<(FeatureStats, String, Option<String>)> {
+    let (rows, d) = features.dim();
+    let cpu = || -> Result<FeatureStats> {
+        let mut acc = crate::metrics::ClassStats::new(k, d);
+        acc.push(features, labels)?;
+        acc.finish()
+    };
+    let on_cuda = || -> Result<(FeatureStats, String)> {
+        if let Some(i) = features
+            .outer_iter()
+            .position(|r| r.iter().any(|v| !v.is_finite()))
+        {
+            return Err(Error::NonFinite {
+                what: format!("feature row {i}"),
+            });
+        }
+        match features.as_slice() {
+            Some(x) => T::cuda_class_stats(x, rows, d, labels, k),
+            None => {
+                let owned = features.as_standard_layout().into_owned();
+                T::cuda_class_stats(
+                    owned.as_slice().expect("standard layout"),
+                    rows,
+                    d,
+                    labels,
+                    k,
+                )
+            }
+        }
+    };
+    match device {
+        Device::Cpu => Ok((cpu()?, "cpu".into(), None)),
+        Device::Cuda => on_cuda().map(|(s, n)| (s, n, None)),
+        Device::Auto => match on_cuda() {
+            Ok((s, n)) => Ok((s, n, None)),
+            Err(e @ (Error::CudaUnavailable(_) | Error::Unsupported(_))) => {
+                Ok((cpu()?, "cpu".into(), Some(e.to_string())))
+            }
+            Err(e) => Err(e),
+        },
+    }
+}
+
 #[cfg(feature = "cuda")]
 fn cuda_usable(p: &UfmProblem, hvp: bool) -> Result<()> {
     let b = cuda::CudaBackend::shared(0)?;
@@ -334,6 +430,36 @@ fn solve_cuda(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn class_stats_on_cpu_and_auto_agree_with_the_accumulator() {
+        let x =
+            ndarray::Array2::from_shape_fn((30, 4), |(i, j)| ((i * 7 + j * 3) % 11) as f64 - 5.0);
+        let labels: Vec<u32> = (0..30).map(|i| (i % 3) as u32).collect();
+        let (cpu, name, fb) = class_stats(x.view(), &labels, 3, Device::Cpu).unwrap();
+        assert_eq!((name.as_str(), fb), ("cpu", None));
+        let (auto, name, fb) = class_stats(x.view(), &labels, 3, Device::Auto).unwrap();
+        // Without a GPU `auto` falls back and says why; with one the GPU must agree.
+        assert!(name != "cpu" || fb.is_some());
+        let scale = cpu
+            .scatter
+            .as_ref()
+            .unwrap()
+            .iter()
+            .fold(0.0f64, |a, v| a.max(v.abs()));
+        let diff = (cpu.scatter.as_ref().unwrap() - auto.scatter.as_ref().unwrap())
+            .iter()
+            .fold(0.0f64, |a, v| a.max(v.abs()));
+        assert!(diff <= 1e-10 * scale, "{diff}");
+        assert_eq!(cpu.counts, auto.counts);
+        // A label out of range is a data error on every device.
+        let mut bad = labels.clone();
+        bad[4] = 7;
+        for dev in [Device::Cpu, Device::Auto] {
+            let e = class_stats(x.view(), &bad, 3, dev).unwrap_err().to_string();
+            assert!(e.contains("label 7"), "{e}");
+        }
+    }
 
     #[test]
     fn device_names_parse_and_unknown_is_an_error() {
