@@ -2,13 +2,14 @@
 """The UFM gradient step of benches/cuda.rs, written in PyTorch eager on the same GPU.
 
     python3 benches/compare_torch_gpu.py [--n 1000000 --d 512 --k 10 --loss ce --reps 20]
+    python3 benches/compare_torch_gpu.py --cpu --n 2000 --d 16 --k 4   # smoke test, no GPU
 
 One step at (W, H^T, b) with H^T stored N x d (as in ufm), labels grouped by class:
     Z = H W^T + 1 b^T, G = grad_Z loss / N,
     f = mean loss + lambda/2 (|W|^2 + |H|^2 + |b|^2),  |grad f|,
     W -= lr (G^T H + lambda W), b -= lr (G^T 1 + lambda b), H -= lr (G W + lambda H).
 Two variants: `manual` (the formulas above, addmm etc.) and `autograd` (loss.backward()).
-Timing: warm-up, then `reps` steps between torch.cuda.synchronize() calls; the median of
+Timing: warm-up, then `reps` steps between sync() calls; the median of
 `rounds` such rounds is reported. Bytes are counted as in benches/cuda.rs: 3 * 4 N d (H read
 twice, written once). Prints one JSON object per line.
 """
@@ -30,12 +31,18 @@ def main():
     ap.add_argument("--lr", type=float, default=1e-6)
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--cpu", action="store_true", help="smoke test on the CPU (small sizes)")
     args = ap.parse_args()
-    if not torch.cuda.is_available():
+    if args.cpu:
+        dev, name = torch.device("cpu"), "cpu"
+        sync = lambda: None
+    elif not torch.cuda.is_available():
         print(json.dumps({"skipped": "torch.cuda.is_available() is False"}))
         return
-    dev = torch.device("cuda")
-    name = torch.cuda.get_device_name(0)
+    else:
+        dev = torch.device("cuda")
+        name = torch.cuda.get_device_name(0)
+        sync = torch.cuda.synchronize
     k, d = args.k, args.d
     n = (args.n // k) * k
     g = torch.Generator(device=dev).manual_seed(0)
@@ -94,14 +101,14 @@ def main():
         with ctx:
             for _ in range(3):
                 fn(Hc, Wc, bc)
-            torch.cuda.synchronize()
+            sync()
             times = []
             for _ in range(args.rounds):
-                torch.cuda.synchronize()
+                sync()
                 t0 = time.perf_counter()
                 for _ in range(args.reps):
                     f, gn = fn(Hc, Wc, bc)
-                torch.cuda.synchronize()
+                sync()
                 times.append((time.perf_counter() - t0) / args.reps)
         t = statistics.median(times)
         print(json.dumps({
@@ -115,7 +122,8 @@ def main():
             "f": float(f), "grad_norm": float(gn),
         }), flush=True)
         del Hc, Wc, bc
-        torch.cuda.empty_cache()
+        if not args.cpu:
+            torch.cuda.empty_cache()
 
 
 if __name__ == "__main__":

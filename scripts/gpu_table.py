@@ -31,3 +31,17 @@ for f, (t, thr, g) in sorted(step.items(), key=lambda kv: -kv[1][0]):
 for r in torch:
     print(f"{r['impl']:<34}{r['ms']:>10.3f}{r['gbps_min_bytes']:>9.0f}{100*r['gbps_min_bytes']*1e9/copy if copy else float('nan'):>8.0f}{r['tflops']:>9.2f}{tbest/r['ms']:>9.2f}x")
 print("targets: fused >= 60% of copy bandwidth, >= 2x faster than PyTorch eager ('vs torch' = best torch ms / ms)")
+
+# Parity summary (tests/cuda_parity.rs output in parity.log).
+plog = os.path.join(out, "parity.log")
+if os.path.exists(plog):
+    worst = {}
+    for line in open(plog):
+        if " rel err " in line:
+            dt = line.split()[0]
+            e = float(line.split(" rel err ")[1].split()[0])
+            worst[dt] = max(worst.get(dt, 0.0), e)
+    text = open(plog).read()
+    res = [l for l in text.splitlines() if l.startswith("test result")]
+    print("parity: " + (", ".join(f"{dt} max rel err {e:.1e}" for dt, e in sorted(worst.items())) or "no comparisons ran")
+          + ("; SKIPPED (no GPU)" if "SKIPPED" in text else "") + f"; {res[-1] if res else 'no test result'}")
