@@ -20,11 +20,16 @@
 //! | [`certify`] | convex nuclear-norm reformulation, FISTA + SVT with a certified duality gap, balanced factorization, minority-collapse sweep |
 //! | [`metrics`] | streaming class statistics and the NC metrics |
 //! | [`features`] | reading features, labels and classifiers from `.npy` (streamed), `.npz`, `.safetensors` |
+//! | [`backend`] | `Backend` trait: CPU reference and CUDA (NVRTC kernels in `kernels/`, cuBLAS), `--device` |
 //! | [`linalg`] | faer-backed symmetric eigensolver and SVD |
 //! | [`io`] | atomic writes, `.npz` export |
 //! | [`plot`] | PNG + SVG figures with an embedded font |
 //!
 //! Everything numerical is generic over [`Real`] (`f64` for theory checks, `f32` for speed).
+//!
+//! Feature `cuda` (on by default) adds the CUDA backend. It needs nothing CUDA to build: the
+//! driver, NVRTC and cuBLAS are loaded at run time, and their absence is an error value
+//! ([`Error::CudaUnavailable`]), never a panic.
 //!
 //! ```
 //! use ufm::solver::{Executor, Lbfgs};
@@ -43,6 +48,7 @@
 #![allow(clippy::neg_cmp_op_on_partial_ord, clippy::needless_range_loop)]
 
 pub mod certify;
+pub mod backend;
 pub mod error;
 pub mod features;
 pub mod io;

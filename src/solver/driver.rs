@@ -200,8 +200,36 @@ pub struct SolveOutcome {
     pub trace: Option<Trace>,
 }
 
+/// The objectives a run evaluates, one per precision (the problem itself on the CPU; a
+/// [`crate::backend::BackendObjective`] on another device). The answer is always evaluated
+/// against theory on the CPU in f64.
+#[derive(Clone, Copy)]
+pub struct Objectives<'a> {
+    /// Used for [`Precision::F64`] runs.
+    pub f64: &'a dyn Objective<f64>,
+    /// Used for [`Precision::F32`] runs.
+    pub f32: &'a dyn Objective<f32>,
+}
+
 /// Solves `p` from a random start (or `start`) and evaluates the answer.
 pub fn solve(p: &UfmProblem, spec: &SolveSpec, start: Option<Vec<f64>>) -> Result<SolveOutcome> {
+    solve_with(p, spec, start, Objectives { f64: p, f32: p })
+}
+
+/// [`solve`] with the objective evaluated by `obj` (which must describe `p`).
+pub fn solve_with(
+    p: &UfmProblem,
+    spec: &SolveSpec,
+    start: Option<Vec<f64>>,
+    obj: Objectives<'_>,
+) -> Result<SolveOutcome> {
+    if obj.f64.dim() != p.n_params() || obj.f32.dim() != p.n_params() {
+        return Err(Error::shape(
+            "objective",
+            format!("{} parameters", p.n_params()),
+            format!("{} / {}", obj.f64.dim(), obj.f32.dim()),
+        ));
+    }
     let x0 = match start {
         Some(x) => {
             p.check_len("starting point", &x)?;
@@ -212,25 +240,26 @@ pub fn solve(p: &UfmProblem, spec: &SolveSpec, start: Option<Vec<f64>>) -> Resul
     let gm = global_minimum(p);
     match spec.precision {
         Precision::F64 => {
-            let (report, x, trace) = run_in::<f64>(p, spec, x0, gm.as_ref())?;
+            let (report, x, trace) = run_in::<f64, _>(p, obj.f64, spec, x0, gm.as_ref())?;
             finish(p, spec, gm, report, x, None, trace)
         }
         Precision::F32 => {
             let x0: Vec<f32> = x0.iter().map(|&v| v as f32).collect();
-            let (report, x32, trace) = run_in::<f32>(p, spec, x0, gm.as_ref())?;
+            let (report, x32, trace) = run_in::<f32, _>(p, obj.f32, spec, x0, gm.as_ref())?;
             let x = x32.iter().map(|&v| v as f64).collect();
             finish(p, spec, gm, report, x, Some(x32), trace)
         }
     }
 }
 
-fn run_in<T: Real>(
+fn run_in<T: Real, O: Objective<T> + ?Sized>(
     p: &UfmProblem,
+    obj: &O,
     spec: &SolveSpec,
     mut x: Vec<T>,
     gm: Option<&GlobalMinimum>,
 ) -> Result<(Report, Vec<T>, Option<Trace>)> {
-    let mut solver = spec.optimizer.build::<T, UfmProblem>()?;
+    let mut solver = spec.optimizer.build::<T, O>()?;
     let exec = Executor {
         max_iter: spec.max_iter,
         tol: spec.tol,
@@ -238,7 +267,7 @@ fn run_in<T: Real>(
         observe_every: spec.trace_every.max(1),
     };
     if spec.trace_every == 0 {
-        let report = exec.run(p, solver.as_mut(), &mut x, &mut [])?;
+        let report = exec.run(obj, solver.as_mut(), &mut x, &mut [])?;
         return Ok((report, x, None));
     }
     let fstar = gm.map(|g| g.objective);
@@ -262,7 +291,7 @@ fn run_in<T: Real>(
     });
     let report = {
         let mut obs: [&mut dyn Observer<T>; 1] = [&mut rec];
-        exec.run(p, solver.as_mut(), &mut x, &mut obs)?
+        exec.run(obj, solver.as_mut(), &mut x, &mut obs)?
     };
     Ok((report, x, Some(rec.trace)))
 }

@@ -21,7 +21,9 @@ mod linesearch;
 mod newton;
 mod observe;
 
-pub use driver::{solve, OptimizerSpec, Precision, SolveOutcome, SolveSpec, SolveSummary};
+pub use driver::{
+    solve, solve_with, Objectives, OptimizerSpec, Precision, SolveOutcome, SolveSpec, SolveSummary,
+};
 pub use gd::GradientDescent;
 pub use lbfgs::Lbfgs;
 pub use newton::TrustRegionNewton;
