@@ -17,6 +17,7 @@
 //! | [`ufm`] | problem definition, losses, objective/gradient/Hessian-vector product, closed forms, ETFs |
 //! | [`solver`] | gradient descent, L-BFGS, trust-region Newton-CG, executor and trace observers |
 //! | [`metrics`] | streaming class statistics and the NC metrics |
+//! | [`nn`] | network training with hand-written layers (MLP, ResNet-18), data sets, `ufm train`/`validate` |
 //! | [`linalg`] | faer-backed symmetric eigensolver and SVD |
 //! | [`io`] | atomic writes, `.npz` export |
 //! | [`plot`] | PNG + SVG figures with an embedded font |
@@ -43,6 +44,7 @@ pub mod error;
 pub mod io;
 pub mod linalg;
 pub mod metrics;
+pub mod nn;
 pub mod plot;
 pub mod real;
 pub mod solver;

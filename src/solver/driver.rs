@@ -54,12 +54,14 @@ impl OptimizerSpec {
                 radius: 1.0,
                 max_cg: 500,
             },
-            other => return Err(Error::param(
-                "optimizer",
-                format!(
+            other => {
+                return Err(Error::param(
+                    "optimizer",
+                    format!(
                     "unknown optimizer `{other}`; expected gd, gd-backtracking, lbfgs or newton"
                 ),
-            )),
+                ))
+            }
         })
     }
 

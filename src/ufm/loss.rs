@@ -85,12 +85,14 @@ impl FromStr for Loss {
             "mse" => Loss::Mse,
             "ls" | "label-smoothing" => Loss::LabelSmoothing { alpha: num(0.1)? },
             "focal" => Loss::Focal { gamma: num(2.0)? },
-            other => return Err(Error::param(
-                "loss",
-                format!(
+            other => {
+                return Err(Error::param(
+                    "loss",
+                    format!(
                     "unknown loss `{other}`; expected one of ce, mse, ls[:alpha], focal[:gamma]"
                 ),
-            )),
+                ))
+            }
         };
         loss.validate()?;
         Ok(loss)
