@@ -2,7 +2,10 @@
 //! Each subcommand lives in its own `cmd_*.rs` file; errors become `Error: ...` and exit code 1.
 
 mod cli;
+mod cmd_plot;
 mod cmd_solve;
+mod cmd_train;
+mod cmd_validate;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -11,6 +14,9 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let result = match cli.command {
         cli::Command::Solve(args) => cmd_solve::run(args),
+        cli::Command::Train(args) => cmd_train::run(args),
+        cli::Command::Validate(args) => cmd_validate::run(args),
+        cli::Command::Plot(args) => cmd_plot::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
