@@ -76,10 +76,16 @@ impl TrainConfig {
     pub fn validate(&self) -> Result<()> {
         self.model.validate()?;
         if !(self.lr > 0.0) || !self.lr.is_finite() {
-            return Err(Error::param("lr", format!("must be positive, got {}", self.lr)));
+            return Err(Error::param(
+                "lr",
+                format!("must be positive, got {}", self.lr),
+            ));
         }
         if self.batch_size < 2 {
-            return Err(Error::param("batch-size", "must be at least 2 (batch norm needs 2 samples)"));
+            return Err(Error::param(
+                "batch-size",
+                "must be at least 2 (batch norm needs 2 samples)",
+            ));
         }
         if self.epochs == 0 {
             return Err(Error::param("epochs", "must be positive"));
@@ -95,7 +101,10 @@ impl TrainConfig {
 
     /// Loads the data set (random labels into `label_file`, or `<run_dir>/random_labels.json`).
     pub fn load_data(&self, run_dir: &Path) -> Result<Dataset> {
-        let lf = self.label_file.clone().unwrap_or_else(|| run_dir.join("random_labels.json"));
+        let lf = self
+            .label_file
+            .clone()
+            .unwrap_or_else(|| run_dir.join("random_labels.json"));
         data::load(self.dataset, &self.data_dir, &lf, self.seed)
     }
 
@@ -153,7 +162,10 @@ pub fn list_checkpoints(run_dir: &Path) -> Result<Vec<usize>> {
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let n = e.file_name().to_string_lossy().into_owned();
-            n.strip_prefix("epoch_")?.strip_suffix(".safetensors")?.parse().ok()
+            n.strip_prefix("epoch_")?
+                .strip_suffix(".safetensors")?
+                .parse()
+                .ok()
         })
         .collect();
     v.sort_unstable();
@@ -180,7 +192,9 @@ pub enum Existing {
 
 fn epoch_seed(seed: u64, epoch: usize, salt: u64) -> u64 {
     // splitmix64 of (seed, epoch, salt): independent streams per epoch and purpose
-    let mut z = seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ salt.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    let mut z = seed
+        ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ salt.wrapping_mul(0xD1B5_4A32_D192_ED03);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
@@ -193,7 +207,13 @@ fn classifier_decay(net: &mut Net<f32>, lambda: f64) -> f64 {
     net.fc.visit("", &mut |_, t| {
         if let TensorMut::Param(p) = t {
             if p.trainable {
-                pen += p.value.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>() * lambda / 2.0;
+                pen += p
+                    .value
+                    .iter()
+                    .map(|&v| (v as f64) * (v as f64))
+                    .sum::<f64>()
+                    * lambda
+                    / 2.0;
                 p.grad.scaled_add(lambda as f32, &p.value);
             }
         }
@@ -202,22 +222,31 @@ fn classifier_decay(net: &mut Net<f32>, lambda: f64) -> f64 {
 }
 
 /// Trains `cfg` into `run_dir`. Returns the per-epoch logs (all epochs, including resumed ones).
-pub fn train(cfg: &TrainConfig, run_dir: &Path, existing: Existing, obs: &mut dyn TrainObserver) -> Result<Vec<EpochLog>> {
+pub fn train(
+    cfg: &TrainConfig,
+    run_dir: &Path,
+    existing: Existing,
+    obs: &mut dyn TrainObserver,
+) -> Result<Vec<EpochLog>> {
     cfg.validate()?;
     let cfg_path = run_dir.join("config.json");
     let resume_path = run_dir.join("resume.safetensors");
     let mut start_epoch = 0;
     let mut logs: Vec<EpochLog> = vec![];
     let mut net: Net<f32> = Net::new(&cfg.model, cfg.seed)?;
-    let mut opt = Optimizer::<f32>::new(cfg.optimizer, if cfg.sep_decay { 0.0 } else { cfg.weight_decay })?;
+    let mut opt = Optimizer::<f32>::new(
+        cfg.optimizer,
+        if cfg.sep_decay { 0.0 } else { cfg.weight_decay },
+    )?;
     let has_run = cfg_path.is_file();
     match existing {
-        Existing::Refuse if has_run => {
-            return Err(Error::param(
-                "uid",
-                format!("{} already holds a run; pass --force to overwrite it or --resume to continue it", run_dir.display()),
-            ))
-        }
+        Existing::Refuse if has_run => return Err(Error::param(
+            "uid",
+            format!(
+                "{} already holds a run; pass --force to overwrite it or --resume to continue it",
+                run_dir.display()
+            ),
+        )),
         Existing::Overwrite if has_run => {
             for e in list_checkpoints(run_dir)? {
                 let p = checkpoint_path(run_dir, e);
@@ -227,7 +256,13 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, existing: Existing, obs: &mut dy
         }
         Existing::Resume => {
             if !resume_path.is_file() {
-                return Err(Error::param("resume", format!("{} has no resume.safetensors to continue from", run_dir.display())));
+                return Err(Error::param(
+                    "resume",
+                    format!(
+                        "{} has no resume.safetensors to continue from",
+                        run_dir.display()
+                    ),
+                ));
             }
             let old = read_config(run_dir)?;
             let mut a = old.clone();
@@ -235,19 +270,28 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, existing: Existing, obs: &mut dy
             if a != *cfg {
                 return Err(Error::param(
                     "resume",
-                    format!("the flags differ from {} (only --epochs may change on resume)", cfg_path.display()),
+                    format!(
+                        "the flags differ from {} (only --epochs may change on resume)",
+                        cfg_path.display()
+                    ),
                 ));
             }
             let ck = Checkpoint::open(&resume_path)?;
             ck.load_into(&mut net)?;
             opt.load_state(|n| ck.tensor(n).map(|a| a.mapv(|v| v)));
             let meta = ck.metadata();
-            start_epoch = meta.get("epoch").and_then(|s| s.parse().ok()).ok_or_else(|| Error::format(&resume_path, "no epoch in metadata"))?;
+            start_epoch = meta
+                .get("epoch")
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| Error::format(&resume_path, "no epoch in metadata"))?;
             opt.steps = meta.get("steps").and_then(|s| s.parse().ok()).unwrap_or(0);
             if let Some(l) = meta.get("logs") {
                 logs = serde_json::from_str(l)?;
             }
-            obs.note(&format!("resuming {} after epoch {start_epoch}", run_dir.display()));
+            obs.note(&format!(
+                "resuming {} after epoch {start_epoch}",
+                run_dir.display()
+            ));
         }
         _ => {}
     }
@@ -260,7 +304,12 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, existing: Existing, obs: &mut dy
     let augment = cfg.sota && cfg.dataset != DatasetName::Mnist;
     let mut log_text = logs
         .iter()
-        .map(|l| format!("epoch {:3} lr {:.6} loss {:.6} top1 {:.3} top5 {:.3} time {:.1}s\n", l.epoch, l.lr, l.loss, l.top1, l.top5, l.seconds))
+        .map(|l| {
+            format!(
+                "epoch {:3} lr {:.6} loss {:.6} top1 {:.3} top5 {:.3} time {:.1}s\n",
+                l.epoch, l.lr, l.loss, l.top1, l.top5, l.seconds
+            )
+        })
         .collect::<String>();
     if start_epoch == 0 {
         log_text = format!(
@@ -277,11 +326,19 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, existing: Existing, obs: &mut dy
         let mut order = train_idx.clone();
         order.shuffle(&mut StdRng::seed_from_u64(epoch_seed(cfg.seed, epoch, 1)));
         let mut aug_rng = StdRng::seed_from_u64(epoch_seed(cfg.seed, epoch, 2));
-        let batches: Vec<&[usize]> = order.chunks(cfg.batch_size).filter(|b| b.len() > 1).collect();
+        let batches: Vec<&[usize]> = order
+            .chunks(cfg.batch_size)
+            .filter(|b| b.len() > 1)
+            .collect();
         obs.epoch_start(epoch + 1, batches.len(), lr);
         let (mut loss_sum, mut h1, mut h5, mut seen) = (0.0, 0usize, 0usize, 0usize);
         for (bi, idx) in batches.iter().enumerate() {
-            let (x, y) = data::make_batch::<f32>(&d.train, idx, cfg.dataset, augment.then_some(&mut aug_rng));
+            let (x, y) = data::make_batch::<f32>(
+                &d.train,
+                idx,
+                cfg.dataset,
+                augment.then_some(&mut aug_rng),
+            );
             net.zero_grad();
             let out = net.forward(x, true)?;
             let (loss, dz) = cfg.loss.eval(&out.logits, &y)?;
@@ -290,12 +347,16 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, existing: Existing, obs: &mut dy
                     solver: format!("{:?}", cfg.optimizer),
                     iter: bi,
                     value: loss,
-                    hint: format!("the loss became non-finite in epoch {}; lower --lr (now {})", epoch + 1, cfg.lr),
+                    hint: format!(
+                        "the loss became non-finite in epoch {}; lower --lr (now {})",
+                        epoch + 1,
+                        cfg.lr
+                    ),
                 });
             }
             let (a, b) = topk_hits(&out.logits, &y);
-            let df: Option<Array2<f32>> =
-                (cfg.sep_decay && cfg.feature_decay_rate > 0.0).then(|| &out.features * (cfg.feature_decay_rate as f32 / idx.len() as f32));
+            let df: Option<Array2<f32>> = (cfg.sep_decay && cfg.feature_decay_rate > 0.0)
+                .then(|| &out.features * (cfg.feature_decay_rate as f32 / idx.len() as f32));
             net.backward(&dz, df.as_ref());
             if cfg.sep_decay {
                 classifier_decay(&mut net, cfg.weight_decay);
@@ -305,7 +366,11 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, existing: Existing, obs: &mut dy
             h1 += a;
             h5 += b;
             seen += idx.len();
-            obs.batch(bi + 1, loss_sum / seen as f64, 100.0 * h1 as f64 / seen as f64);
+            obs.batch(
+                bi + 1,
+                loss_sum / seen as f64,
+                100.0 * h1 as f64 / seen as f64,
+            );
         }
         let log = EpochLog {
             epoch: epoch + 1,
@@ -323,12 +388,20 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, existing: Existing, obs: &mut dy
         let mut meta = HashMap::new();
         meta.insert("format".to_string(), "pt".to_string());
         meta.insert("epoch".to_string(), (epoch + 1).to_string());
-        checkpoint::save(&checkpoint_path(run_dir, epoch + 1), &mut net, &[], meta.clone())?;
+        checkpoint::save(
+            &checkpoint_path(run_dir, epoch + 1),
+            &mut net,
+            &[],
+            meta.clone(),
+        )?;
         meta.insert("steps".to_string(), opt.steps.to_string());
         meta.insert("logs".to_string(), serde_json::to_string(&logs)?);
         checkpoint::save(&resume_path, &mut net, &opt.state(), meta)?;
         crate::io::write_atomic(&run_dir.join("log.txt"), log_text.as_bytes())?;
-        crate::io::write_atomic(&run_dir.join("train_history.json"), serde_json::to_string_pretty(&logs)?.as_bytes())?;
+        crate::io::write_atomic(
+            &run_dir.join("train_history.json"),
+            serde_json::to_string_pretty(&logs)?.as_bytes(),
+        )?;
         obs.epoch_end(&log);
     }
     Ok(logs)

@@ -48,7 +48,10 @@ pub fn evaluate(
         }
     }
     let n = idx.len().max(1) as f64;
-    Ok(EvalResult { top1: 100.0 * h1 as f64 / n, top5: 100.0 * h5 as f64 / n })
+    Ok(EvalResult {
+        top1: 100.0 * h1 as f64 / n,
+        top5: 100.0 * h5 as f64 / n,
+    })
 }
 
 /// Metrics of one checkpoint (one CSV row).
@@ -87,7 +90,14 @@ pub fn validate_checkpoint(
 ) -> Result<EpochMetrics> {
     Checkpoint::open(&checkpoint_path(run_dir, epoch))?.load_into(net)?;
     let mut stats = ClassStats::new(d.n_classes, net.feature_dim());
-    let tr = evaluate(net, &d.train, train_idx, d.name, batch_size, Some(&mut stats))?;
+    let tr = evaluate(
+        net,
+        &d.train,
+        train_idx,
+        d.name,
+        batch_size,
+        Some(&mut stats),
+    )?;
     let test_idx: Vec<usize> = (0..d.test.len()).collect();
     let te = evaluate(net, &d.test, &test_idx, d.name, batch_size, None)?;
     let fs = stats.finish()?;
@@ -159,11 +169,21 @@ impl Info {
 
 /// CSV with a header and one row per epoch.
 pub fn to_csv(rows: &[EpochMetrics]) -> String {
-    let mut s = String::from("epoch,nc1,nc2,nc2_h,nc3,nc4,train_acc1,train_acc5,test_acc1,test_acc5\n");
+    let mut s =
+        String::from("epoch,nc1,nc2,nc2_h,nc3,nc4,train_acc1,train_acc5,test_acc1,test_acc5\n");
     for r in rows {
         s += &format!(
             "{},{:e},{:e},{:e},{:e},{:e},{},{},{},{}\n",
-            r.epoch, r.nc1, r.nc2, r.nc2_h, r.nc3, r.nc4, r.train_acc1, r.train_acc5, r.test_acc1, r.test_acc5
+            r.epoch,
+            r.nc1,
+            r.nc2,
+            r.nc2_h,
+            r.nc3,
+            r.nc4,
+            r.train_acc1,
+            r.train_acc5,
+            r.test_acc1,
+            r.test_acc5
         );
     }
     s
@@ -183,7 +203,10 @@ pub fn validate_run(
     }
     let epochs = list_checkpoints(run_dir)?;
     if epochs.is_empty() {
-        return Err(Error::Data(format!("no epoch_NNN.safetensors checkpoints in {}", run_dir.display())));
+        return Err(Error::Data(format!(
+            "no epoch_NNN.safetensors checkpoints in {}",
+            run_dir.display()
+        )));
     }
     let d = cfg.load_data(run_dir)?;
     let idx = cfg.train_indices(&d)?;
@@ -193,7 +216,10 @@ pub fn validate_run(
         let r = validate_checkpoint(run_dir, e, &mut net, &d, &idx, batch_size)?;
         on_epoch(&r);
         rows.push(r);
-        crate::io::write_atomic(&run_dir.join("info.json"), serde_json::to_string_pretty(&Info::from_rows(&rows))?.as_bytes())?;
+        crate::io::write_atomic(
+            &run_dir.join("info.json"),
+            serde_json::to_string_pretty(&Info::from_rows(&rows))?.as_bytes(),
+        )?;
         crate::io::write_atomic(&run_dir.join("nc_metrics.csv"), to_csv(&rows).as_bytes())?;
     }
     Ok(rows)
@@ -203,5 +229,10 @@ pub fn validate_run(
 pub fn read_info(run_dir: &Path) -> Result<Info> {
     let p = run_dir.join("info.json");
     let s = std::fs::read_to_string(&p).map_err(|e| Error::io("read", &p, e))?;
-    serde_json::from_str(&s).map_err(|e| Error::format(&p, format!("not a ufm validate info.json ({e}); run `ufm validate --run DIR` first")))
+    serde_json::from_str(&s).map_err(|e| {
+        Error::format(
+            &p,
+            format!("not a ufm validate info.json ({e}); run `ufm validate --run DIR` first"),
+        )
+    })
 }

@@ -27,20 +27,28 @@ pub fn run(args: PlotArgs) -> Result<()> {
     let mut infos = Vec::new();
     for (i, r) in args.run.iter().enumerate() {
         let info = ufm::nn::validate::read_info(r)?;
-        let name = args
-            .label
-            .get(i)
-            .cloned()
-            .unwrap_or_else(|| r.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+        let name = args.label.get(i).cloned().unwrap_or_else(|| {
+            r.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        });
         infos.push((name, info));
     }
     type Pick = fn(&ufm::nn::validate::Info) -> &Vec<f64>;
     let panels: [(&str, &str, bool, Pick); 6] = [
-        ("NC1", "NC1 = tr(Σ_W Σ_B⁺)/K", true, |i| &i.collapse_metric),
+        ("NC1", "NC1 = tr(Σ_W Σ_B⁺)/K", true, |i| {
+            &i.collapse_metric
+        }),
         ("NC2", "NC2 (ETF error of W)", true, |i| &i.etf_metric),
-        ("NC3", "NC3 (W vs class means)", true, |i| &i.wh_relation_metric),
-        ("NC4", "NC4 = ‖W μ_G + b‖", true, |i| &i.whb_relation_metric),
-        ("train-acc", "training accuracy (%)", false, |i| &i.train_acc1),
+        ("NC3", "NC3 (W vs class means)", true, |i| {
+            &i.wh_relation_metric
+        }),
+        ("NC4", "NC4 = ‖W μ_G + b‖", true, |i| {
+            &i.whb_relation_metric
+        }),
+        ("train-acc", "training accuracy (%)", false, |i| {
+            &i.train_acc1
+        }),
         ("test-acc", "test accuracy (%)", false, |i| &i.test_acc1),
     ];
     for (key, ylabel, log_y, pick) in panels {
@@ -48,7 +56,12 @@ pub fn run(args: PlotArgs) -> Result<()> {
             .iter()
             .map(|(name, info)| Series {
                 name: name.clone(),
-                points: info.epoch.iter().zip(pick(info)).map(|(&e, &v)| (e as f64, v)).collect(),
+                points: info
+                    .epoch
+                    .iter()
+                    .zip(pick(info))
+                    .map(|(&e, &v)| (e as f64, v))
+                    .collect(),
             })
             .collect();
         let chart = LineChart {

@@ -112,7 +112,9 @@ pub fn default_data_dir() -> PathBuf {
     if shared.is_dir() {
         return shared;
     }
-    std::env::var_os("HOME").map(|h| PathBuf::from(h).join("data")).unwrap_or_else(|| PathBuf::from("data"))
+    std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join("data"))
+        .unwrap_or_else(|| PathBuf::from("data"))
 }
 
 impl TrainArgs {
@@ -162,9 +164,11 @@ impl TrainObserver for Bar {
     fn epoch_start(&mut self, epoch: usize, n: usize, lr: f64) {
         let b = ProgressBar::new(n as u64);
         b.set_style(
-            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {elapsed_precise}<{eta_precise} {msg}")
-                .expect("valid template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {pos}/{len} {elapsed_precise}<{eta_precise} {msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
         );
         b.set_prefix(format!("epoch {epoch}/{} lr {lr:.2e}", self.epochs));
         self.bar = Some(b);
@@ -198,9 +202,19 @@ pub fn run(args: TrainArgs) -> Result<()> {
     }
     if args.download {
         let dn: DatasetName = cfg.dataset;
-        match data::load(dn, &cfg.data_dir, &std::env::temp_dir().join("ufm-label-probe.json"), cfg.seed) {
+        match data::load(
+            dn,
+            &cfg.data_dir,
+            &std::env::temp_dir().join("ufm-label-probe.json"),
+            cfg.seed,
+        ) {
             Ok(d) => {
-                println!("data present: {} train / {} test images in {}", d.train.len(), d.test.len(), cfg.data_dir.display());
+                println!(
+                    "data present: {} train / {} test images in {}",
+                    d.train.len(),
+                    d.test.len(),
+                    cfg.data_dir.display()
+                );
                 return Ok(());
             }
             Err(_) => anyhow::bail!(
@@ -213,11 +227,18 @@ pub fn run(args: TrainArgs) -> Result<()> {
         anyhow::bail!("--optimizer LBFGS is not implemented in `ufm train` yet; use SGD or Adam");
     }
     let uid = args.uid.clone().unwrap_or_else(|| {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        format!("{:05}-{t}", (t.wrapping_mul(2654435761) ^ std::process::id() as u64) % 100000)
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        format!(
+            "{:05}-{t}",
+            (t.wrapping_mul(2654435761) ^ std::process::id() as u64) % 100000
+        )
     });
     let run_dir = args.out_dir.join(&uid);
-    std::fs::create_dir_all(&run_dir).with_context(|| format!("cannot create {}", run_dir.display()))?;
+    std::fs::create_dir_all(&run_dir)
+        .with_context(|| format!("cannot create {}", run_dir.display()))?;
     let existing = if args.resume {
         Existing::Resume
     } else if args.force {
@@ -233,10 +254,18 @@ pub fn run(args: TrainArgs) -> Result<()> {
         cfg.seed,
         rayon::current_num_threads()
     );
-    let mut bar = Bar { bar: None, epochs: cfg.epochs };
+    let mut bar = Bar {
+        bar: None,
+        epochs: cfg.epochs,
+    };
     let logs = train(&cfg, &run_dir, existing, &mut bar)?;
     let total: f64 = logs.iter().map(|l| l.seconds).sum();
-    println!("done: {} epochs in {:.1}s; checkpoints in {}", logs.len(), total, run_dir.display());
+    println!(
+        "done: {} epochs in {:.1}s; checkpoints in {}",
+        logs.len(),
+        total,
+        run_dir.display()
+    );
     println!("next: ufm validate --run {}", run_dir.display());
     Ok(())
 }

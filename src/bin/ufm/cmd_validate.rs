@@ -20,12 +20,17 @@ pub struct ValidateArgs {
 
 pub fn run(args: ValidateArgs) -> Result<()> {
     println!("epoch        NC1        NC2        NC3        NC4  train@1  test@1");
-    let rows = ufm::nn::validate::validate_run(&args.run, args.data_dir.as_deref(), args.batch_size, |r| {
-        println!(
-            "{:5} {:10.4e} {:10.4e} {:10.4e} {:10.4e} {:8.2} {:7.2}",
-            r.epoch, r.nc1, r.nc2, r.nc3, r.nc4, r.train_acc1, r.test_acc1
-        );
-    })?;
+    let rows = ufm::nn::validate::validate_run(
+        &args.run,
+        args.data_dir.as_deref(),
+        args.batch_size,
+        |r| {
+            println!(
+                "{:5} {:10.4e} {:10.4e} {:10.4e} {:10.4e} {:8.2} {:7.2}",
+                r.epoch, r.nc1, r.nc2, r.nc3, r.nc4, r.train_acc1, r.test_acc1
+            );
+        },
+    )?;
     println!(
         "{} checkpoints; wrote {} and {}",
         rows.len(),
