@@ -240,13 +240,15 @@ pub fn train(
     )?;
     let has_run = cfg_path.is_file();
     match existing {
-        Existing::Refuse if has_run => return Err(Error::param(
-            "uid",
-            format!(
+        Existing::Refuse if has_run => {
+            return Err(Error::param(
+                "uid",
+                format!(
                 "{} already holds a run; pass --force to overwrite it or --resume to continue it",
                 run_dir.display()
             ),
-        )),
+            ))
+        }
         Existing::Overwrite if has_run => {
             for e in list_checkpoints(run_dir)? {
                 let p = checkpoint_path(run_dir, e);
