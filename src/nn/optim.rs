@@ -21,7 +21,7 @@ pub enum OptimizerKind {
     Sgd,
     /// Adam, betas (0.9, 0.999), eps 1e-8.
     Adam,
-    /// L-BFGS (strong Wolfe) — not implemented yet.
+    /// L-BFGS (strong Wolfe), run per batch by the training loop (not by this type).
     Lbfgs,
 }
 
@@ -64,7 +64,7 @@ impl<T: Real> Optimizer<T> {
     pub fn new(kind: OptimizerKind, weight_decay: f64) -> Result<Self> {
         if kind == OptimizerKind::Lbfgs {
             return Err(Error::Unsupported(
-                "--optimizer LBFGS is not implemented in `ufm train` yet; use SGD or Adam".into(),
+                "L-BFGS is not a first-order `Optimizer`; the training loop runs crate::solver::Lbfgs per batch".into(),
             ));
         }
         if !(weight_decay >= 0.0) {

@@ -12,9 +12,16 @@
 //! is written to `epoch_NNN.safetensors` (PyTorch names) and the model + optimizer state to
 //! `resume.safetensors`, both atomically.
 //!
+//! With `--optimizer LBFGS` each batch is minimised for up to 20 iterations (PyTorch's
+//! `max_iter`) by [`crate::solver::Lbfgs`] (strong-Wolfe line search, `--history-size` pairs)
+//! on $\frac1B\sum\ell+\frac\lambda2\lVert(\Theta,W,b)\rVert^2$, the original
+//! `train_2nd_order.py` closure, with no schedule. Unlike `torch.optim.LBFGS` the curvature
+//! history is restarted on every batch (a new batch is a new function) and the line search
+//! chooses the step, so `--lr` is not used.
+//!
 //! Differences from the original, on purpose: the logged training accuracy comes from the
 //! train-mode logits before the step (the original re-runs the batch in eval mode after the
-//! step, one extra forward pass); L-BFGS is not implemented yet.
+//! step, one extra forward pass).
 
 use crate::error::{Error, Result};
 use crate::nn::checkpoint::{self, Checkpoint};
@@ -23,7 +30,7 @@ use crate::nn::layers::loss::topk_hits;
 use crate::nn::layers::{LossKind, Module, TensorMut};
 use crate::nn::models::{ModelConfig, Net};
 use crate::nn::optim::{Optimizer, OptimizerKind, Schedule};
-use ndarray::Array2;
+use ndarray::{Array2, Array4};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -234,10 +241,25 @@ pub fn train(
     let mut start_epoch = 0;
     let mut logs: Vec<EpochLog> = vec![];
     let mut net: Net<f32> = Net::new(&cfg.model, cfg.seed)?;
+    let lbfgs = cfg.optimizer == OptimizerKind::Lbfgs;
+    // L-BFGS keeps no state across batches; an unused SGD shell keeps the code paths uniform
     let mut opt = Optimizer::<f32>::new(
-        cfg.optimizer,
+        if lbfgs {
+            OptimizerKind::Sgd
+        } else {
+            cfg.optimizer
+        },
         if cfg.sep_decay { 0.0 } else { cfg.weight_decay },
     )?;
+    if lbfgs && cfg.sep_decay {
+        return Err(Error::param(
+            "sep-decay",
+            "is not supported with --optimizer LBFGS",
+        ));
+    }
+    if lbfgs && cfg.history_size == 0 {
+        return Err(Error::param("history-size", "must be at least 1"));
+    }
     let has_run = cfg_path.is_file();
     match existing {
         Existing::Refuse if has_run => {
@@ -324,7 +346,11 @@ pub fn train(
     }
     for epoch in start_epoch..cfg.epochs {
         let t0 = Instant::now();
-        let lr = cfg.schedule.lr(cfg.lr, epoch);
+        let lr = if lbfgs {
+            cfg.lr
+        } else {
+            cfg.schedule.lr(cfg.lr, epoch)
+        };
         let mut order = train_idx.clone();
         order.shuffle(&mut StdRng::seed_from_u64(epoch_seed(cfg.seed, epoch, 1)));
         let mut aug_rng = StdRng::seed_from_u64(epoch_seed(cfg.seed, epoch, 2));
@@ -342,6 +368,7 @@ pub fn train(
                 augment.then_some(&mut aug_rng),
             );
             net.zero_grad();
+            let mut x_lb = lbfgs.then(|| x.clone());
             let out = net.forward(x, true)?;
             let (loss, dz) = cfg.loss.eval(&out.logits, &y)?;
             if !loss.is_finite() {
@@ -357,6 +384,19 @@ pub fn train(
                 });
             }
             let (a, b) = topk_hits(&out.logits, &y);
+            if lbfgs {
+                lbfgs_batch(&mut net, x_lb.take().expect("batch kept"), &y, cfg)?;
+                loss_sum += loss * idx.len() as f64;
+                h1 += a;
+                h5 += b;
+                seen += idx.len();
+                obs.batch(
+                    bi + 1,
+                    loss_sum / seen as f64,
+                    100.0 * h1 as f64 / seen as f64,
+                );
+                continue;
+            }
             let df: Option<Array2<f32>> = (cfg.sep_decay && cfg.feature_decay_rate > 0.0)
                 .then(|| &out.features * (cfg.feature_decay_rate as f32 / idx.len() as f32));
             net.backward(&dz, df.as_ref());
@@ -407,4 +447,111 @@ pub fn train(
         obs.epoch_end(&log);
     }
     Ok(logs)
+}
+
+/// Trainable parameters of `net` as one flat vector (visit order).
+pub fn flatten_params(net: &mut Net<f32>) -> Vec<f32> {
+    let mut v = Vec::new();
+    net.visit("", &mut |_, t| {
+        if let TensorMut::Param(p) = t {
+            if p.trainable {
+                v.extend(p.value.iter().copied());
+            }
+        }
+    });
+    v
+}
+
+fn set_params(net: &mut Net<f32>, x: &[f32]) {
+    let mut at = 0;
+    net.visit("", &mut |_, t| {
+        if let TensorMut::Param(p) = t {
+            if p.trainable {
+                let n = p.len();
+                p.value
+                    .iter_mut()
+                    .zip(&x[at..at + n])
+                    .for_each(|(w, &v)| *w = v);
+                at += n;
+            }
+        }
+    });
+}
+
+/// The original `train_2nd_order.py` closure on one batch:
+/// $\frac1B\sum_i\ell(z_i,y_i)+\frac\lambda2\lVert\theta\rVert^2$ over the trainable parameters.
+struct BatchObjective<'a> {
+    net: std::sync::Mutex<&'a mut Net<f32>>,
+    x: Array4<f32>,
+    y: &'a [u32],
+    loss: LossKind,
+    weight_decay: f64,
+    dim: usize,
+}
+
+impl BatchObjective<'_> {
+    fn eval(&self, theta: &[f32], grad: Option<&mut [f32]>) -> f32 {
+        let mut net = self.net.lock().unwrap_or_else(|e| e.into_inner());
+        set_params(&mut net, theta);
+        net.zero_grad();
+        let Ok(out) = net.forward(self.x.clone(), true) else {
+            return f32::NAN;
+        };
+        let Ok((l, dz)) = self.loss.eval(&out.logits, self.y) else {
+            return f32::NAN;
+        };
+        let reg =
+            0.5 * self.weight_decay * theta.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>();
+        if let Some(g) = grad {
+            net.backward(&dz, None);
+            let mut at = 0;
+            let wd = self.weight_decay as f32;
+            net.visit("", &mut |_, t| {
+                if let TensorMut::Param(p) = t {
+                    if p.trainable {
+                        for (k, &gv) in p.grad.iter().enumerate() {
+                            g[at + k] = gv + wd * theta[at + k];
+                        }
+                        at += p.len();
+                    }
+                }
+            });
+        }
+        (l + reg) as f32
+    }
+}
+
+impl crate::solver::Objective<f32> for BatchObjective<'_> {
+    fn dim(&self) -> usize {
+        self.dim
+    }
+    fn value(&self, x: &[f32]) -> f32 {
+        self.eval(x, None)
+    }
+    fn value_grad(&self, x: &[f32], grad: &mut [f32]) -> f32 {
+        self.eval(x, Some(grad))
+    }
+}
+
+fn lbfgs_batch(net: &mut Net<f32>, x: Array4<f32>, y: &[u32], cfg: &TrainConfig) -> Result<()> {
+    let mut theta = flatten_params(net);
+    let obj = BatchObjective {
+        dim: theta.len(),
+        net: std::sync::Mutex::new(net),
+        x,
+        y,
+        loss: cfg.loss,
+        weight_decay: cfg.weight_decay,
+    };
+    let mut solver = crate::solver::Lbfgs::new(cfg.history_size)?;
+    let ex = crate::solver::Executor {
+        max_iter: 20,
+        tol: 1e-7,
+        time_limit: None,
+        observe_every: 1000,
+    };
+    ex.run(&obj, &mut solver, &mut theta, &mut [])?;
+    let net = obj.net.into_inner().unwrap_or_else(|e| e.into_inner());
+    set_params(net, &theta);
+    Ok(())
 }

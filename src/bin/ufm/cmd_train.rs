@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use ufm::nn::data::{self, DatasetName};
 use ufm::nn::layers::{LossKind, Module};
 use ufm::nn::models::{Arch, ModelConfig, Net};
-use ufm::nn::optim::{OptimizerKind, Schedule};
+use ufm::nn::optim::Schedule;
 use ufm::nn::train::{train, EpochLog, Existing, TrainConfig, TrainObserver};
 
 /// Flags mirror the original `args.py` (dashes instead of underscores).
@@ -29,7 +29,7 @@ pub struct TrainArgs {
     /// MLP depth (hidden layers).
     #[arg(long, default_value_t = 6)]
     pub depth: usize,
-    /// Optimizer: SGD or Adam (LBFGS is not implemented yet).
+    /// Optimizer: SGD, Adam or LBFGS (20 strong-Wolfe iterations per batch, no schedule).
     #[arg(long, default_value = "SGD")]
     pub optimizer: String,
     /// Initial learning rate.
@@ -56,7 +56,7 @@ pub struct TrainArgs {
     /// Seed of initialisation, shuffling, augmentation and random labels.
     #[arg(long, default_value_t = 6)]
     pub seed: u64,
-    /// L-BFGS history size (reserved).
+    /// L-BFGS history size.
     #[arg(long, default_value_t = 10)]
     pub history_size: usize,
     /// Use only the first m training samples of each class.
@@ -222,9 +222,6 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 data::download_instructions(dn, &cfg.data_dir)
             ),
         }
-    }
-    if cfg.optimizer == OptimizerKind::Lbfgs {
-        anyhow::bail!("--optimizer LBFGS is not implemented in `ufm train` yet; use SGD or Adam");
     }
     let uid = args.uid.clone().unwrap_or_else(|| {
         let t = std::time::SystemTime::now()
