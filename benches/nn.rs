@@ -3,7 +3,7 @@
 //! with the CIFAR stem (--sota), and the default MLP (width 1024, depth 6).
 //! Compare with PyTorch: `python benches/compare_torch_nn.py` after `cargo bench --bench nn`.
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use ndarray::Array4;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -22,8 +22,10 @@ fn bench(c: &mut Criterion) {
     let x = Array4::from_shape_simple_fn((128, 3, 32, 32), || rng.random_range(-1.0f32..1.0));
     let y: Vec<u32> = (0..128).map(|i| i % 10).collect();
     let mut g = c.benchmark_group("nn");
+    // one step takes seconds: flat sampling, 10 samples (criterion's minimum)
     g.sample_size(10);
-    g.measurement_time(std::time::Duration::from_secs(20));
+    g.sampling_mode(SamplingMode::Flat);
+    g.measurement_time(std::time::Duration::from_secs(10));
     let base = ModelConfig {
         arch: Arch::Resnet18,
         width: 1024,

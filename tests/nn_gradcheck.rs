@@ -327,7 +327,7 @@ fn tiny_resnets_gradient_matches_central_difference() {
             shortcut_name: "downsample",
             in_channels: 3,
         };
-        let body = Body::ResNet(ResNet::new(&spec, &mut rng));
+        let body = Body::ResNet(Box::new(ResNet::new(&spec, &mut rng)));
         let mut net = Net::with_body(body, 3, true, etf, &mut rng).unwrap();
         let hw = if stem == Stem::ImageNet { 16 } else { 8 };
         let x = rand4(&mut rng, (3, 3, hw, hw));

@@ -50,7 +50,7 @@ fn mlp_config(width: usize, depth: usize, per_class: usize, epochs: usize, lr: f
 
 /// CI-sized version of the full run documented in the README: an MLP (width 128, depth 2)
 /// on 4,000 MNIST images per class for 3 epochs (SGD lr 0.05, x0.1 after epoch 2) reaches
-/// >= 97% on the full 10,000-image test set, and NC1 of the training features decreases
+/// at least 97% on the full 10,000-image test set, and NC1 of the training features decreases
 /// from epoch 1 to epoch 3.
 #[test]
 fn mlp_on_real_mnist_reaches_97_percent_and_nc1_falls() {

@@ -447,7 +447,7 @@ pub fn load_mnist(data_dir: &Path) -> Result<Dataset> {
 /// Parses one CIFAR-10 binary batch (records of 1 label byte + 3072 pixel bytes).
 pub fn parse_cifar_batch(path: &Path, b: &[u8], out: &mut ImageSet) -> Result<()> {
     const REC: usize = 3073;
-    if b.is_empty() || b.len() % REC != 0 {
+    if b.is_empty() || !b.len().is_multiple_of(REC) {
         return Err(Error::format(
             path,
             format!(
@@ -816,16 +816,44 @@ mod tests {
         let want = ((16.0 + 5.0) * 8.0 / 255.0 - 0.1307f32 as f64) / 0.3081f32 as f64;
         assert!((x[[0, 2, 1, 1]] - want).abs() < 1e-5);
         assert_eq!(x[[0, 0, 1, 1]], x[[0, 2, 1, 1]]);
-        // augmentation: each output is a shifted (and maybe flipped) copy with zero padding
+        // augmentation: each output is a crop (offset 0..=8 of the zero-padded image) of the
+        // source, maybe mirrored; checked against that definition by brute force
         let mut rng = StdRng::seed_from_u64(0);
-        let (xa, _) = make_batch::<f64>(&set, &[0, 1, 0, 1], DatasetName::Mnist, Some(&mut rng));
+        let src = [0usize, 1, 0, 1, 1, 0];
+        let (xa, _) = make_batch::<f64>(&set, &src, DatasetName::Mnist, Some(&mut rng));
+        let (plain, _) = make_batch::<f64>(&set, &[0, 1], DatasetName::Mnist, None);
         let zero = (0.0 - 0.1307f32 as f64) / 0.3081f32 as f64;
-        let mut saw_pad = false;
-        for v in xa.iter() {
-            if (*v - zero).abs() < 1e-6 {
-                saw_pad = true;
+        let mut distinct = std::collections::HashSet::new();
+        for (b, &s) in src.iter().enumerate() {
+            let mut found = false;
+            for dy in 0..9usize {
+                for dx in 0..9usize {
+                    for flip in [false, true] {
+                        let ok = (0..4).all(|y| {
+                            (0..4).all(|x| {
+                                let xs = if flip { 3 - x } else { x };
+                                let (sy, sx) =
+                                    (y as isize + dy as isize - 4, xs as isize + dx as isize - 4);
+                                let want = if (0..4).contains(&sy) && (0..4).contains(&sx) {
+                                    plain[[s, 0, sy as usize, sx as usize]]
+                                } else {
+                                    zero
+                                };
+                                (xa[[b, 1, y, x]] - want).abs() < 1e-12
+                            })
+                        });
+                        if ok {
+                            found = true;
+                        }
+                    }
+                }
             }
+            assert!(
+                found,
+                "augmented image {b} is not a padded crop/flip of its source"
+            );
+            distinct.insert(format!("{:?}", xa.slice(ndarray::s![b, 0, .., ..])));
         }
-        assert!(saw_pad || xa.len() == 0);
+        assert!(distinct.len() > 2, "augmentation should vary between draws");
     }
 }

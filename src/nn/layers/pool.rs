@@ -7,6 +7,9 @@ use crate::real::Real;
 use ndarray::{Array2, Array4, Axis};
 use rayon::prelude::*;
 
+/// Arg-max indices and the input shape.
+type PoolCache = (Vec<u32>, (usize, usize, usize, usize));
+
 /// `nn.MaxPool2d(k, stride, padding)`.
 #[derive(Clone, Debug)]
 pub struct MaxPool2d {
@@ -16,7 +19,7 @@ pub struct MaxPool2d {
     pub stride: usize,
     /// Padding.
     pub padding: usize,
-    cache: Option<(Vec<u32>, (usize, usize, usize, usize))>,
+    cache: Option<PoolCache>,
 }
 
 impl MaxPool2d {

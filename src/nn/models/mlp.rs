@@ -8,10 +8,13 @@ use crate::real::Real;
 use ndarray::{Array2, Array4, Ix2};
 use rand::rngs::StdRng;
 
+/// One hidden layer: Linear, BatchNorm1d, ReLU.
+type Hidden<T> = (Linear<T>, BatchNorm<T>, Relu<T, Ix2>);
+
 /// Multi-layer perceptron with batch norm.
 #[derive(Clone, Debug)]
 pub struct Mlp<T> {
-    layers: Vec<(Linear<T>, BatchNorm<T>, Relu<T, Ix2>)>,
+    layers: Vec<Hidden<T>>,
     n_in: usize,
 }
 

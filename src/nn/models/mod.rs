@@ -103,7 +103,7 @@ pub enum Body<T> {
     /// MLP.
     Mlp(Mlp<T>),
     /// Any ResNet.
-    ResNet(ResNet<T>),
+    ResNet(Box<ResNet<T>>),
 }
 
 /// Features and logits of a batch.
@@ -131,14 +131,14 @@ impl<T: Real> Net<T> {
         let mut rng = StdRng::seed_from_u64(seed);
         let body = match cfg.arch {
             Arch::Mlp => Body::Mlp(Mlp::new(3 * 32 * 32, cfg.width, cfg.depth, &mut rng)),
-            Arch::Resnet18 => Body::ResNet(ResNet::new(
+            Arch::Resnet18 => Body::ResNet(Box::new(ResNet::new(
                 &ResNetSpec::resnet18(cfg.sota, cfg.fixdim),
                 &mut rng,
-            )),
-            Arch::Resnet18Adapt => Body::ResNet(ResNet::new(
+            ))),
+            Arch::Resnet18Adapt => Body::ResNet(Box::new(ResNet::new(
                 &ResNetSpec::resnet18_adapt(cfg.width),
                 &mut rng,
-            )),
+            ))),
         };
         Self::with_body(body, cfg.n_classes, cfg.bias, cfg.etf_classifier, &mut rng)
     }
