@@ -21,6 +21,7 @@
 //! | [`metrics`] | streaming class statistics and the NC metrics |
 //! | [`features`] | reading features, labels and classifiers from `.npy` (streamed), `.npz`, `.safetensors` |
 //! | [`backend`] | `Backend` trait: CPU reference and CUDA (NVRTC kernels in `kernels/`, cuBLAS), `--device` |
+//! | [`nn`] | network training with hand-written layers (MLP, ResNet-18), data sets, `ufm train`/`validate` |
 //! | [`linalg`] | faer-backed symmetric eigensolver and SVD |
 //! | [`io`] | atomic writes, `.npz` export |
 //! | [`plot`] | PNG + SVG figures with an embedded font |
@@ -55,6 +56,7 @@ pub mod io;
 pub mod landscape;
 pub mod linalg;
 pub mod metrics;
+pub mod nn;
 pub mod plot;
 pub mod real;
 pub mod solver;

@@ -26,4 +26,10 @@ pub enum Command {
     Landscape(crate::cmd_landscape::LandscapeArgs),
     /// Certify global optimality through the convex (nuclear-norm) reformulation; `certify figure` draws the imbalance geometry.
     Certify(crate::cmd_certify::CertifyArgs),
+    /// Train a network (MLP / ResNet-18) on MNIST or CIFAR-10 with hand-written layers.
+    Train(crate::cmd_train::TrainArgs),
+    /// NC metrics and accuracies of every checkpoint of a training run.
+    Validate(crate::cmd_validate::ValidateArgs),
+    /// Plot NC1..NC4 and accuracies against epoch for one or more validated runs.
+    Plot(crate::cmd_plot::PlotArgs),
 }

@@ -5,7 +5,10 @@ mod cli;
 mod cmd_landscape;
 mod cmd_certify;
 mod cmd_metrics;
+mod cmd_plot;
 mod cmd_solve;
+mod cmd_train;
+mod cmd_validate;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -19,6 +22,9 @@ fn main() -> ExitCode {
         cli::Command::Saddles(args) => cmd_landscape::run_saddles(args),
         cli::Command::Landscape(args) => cmd_landscape::run_landscape(args),
         cli::Command::Certify(args) => cmd_certify::run(args),
+        cli::Command::Train(args) => cmd_train::run(args),
+        cli::Command::Validate(args) => cmd_validate::run(args),
+        cli::Command::Plot(args) => cmd_plot::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

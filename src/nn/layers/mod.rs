@@ -1,0 +1,182 @@
+//! Layers with hand-written forward and backward passes.
+//!
+//! Each layer maps its input $x$ to $y=f_\theta(x)$ in `forward`, caching what the backward
+//! pass needs, and `backward` turns $\partial\ell/\partial y$ into $\partial\ell/\partial x$
+//! while **accumulating** $\partial\ell/\partial\theta$ into each [`Param::grad`] (zero them
+//! with [`Module::zero_grad`] between steps). Layers are generic over [`Real`]: `f32` for
+//! training, `f64` for the central-difference gradient checks in `tests/nn_gradcheck.rs`.
+//!
+//! Parameters and buffers are reached through [`Module::visit`] with PyTorch's `state_dict`
+//! names (`conv1.weight`, `layer1.0.bn1.running_mean`, `fc.bias`, ...), which is what the
+//! optimizers and the safetensors checkpoints use.
+
+pub mod activation;
+pub mod batchnorm;
+pub mod conv;
+pub mod linear;
+pub mod loss;
+pub mod pool;
+
+pub use activation::Relu;
+pub use batchnorm::BatchNorm;
+pub use conv::Conv2d;
+pub use linear::Linear;
+pub use loss::{cross_entropy, mse_one_hot, LossKind};
+pub use pool::{GlobalAvgPool, MaxPool2d};
+
+use crate::real::Real;
+use ndarray::linalg::general_mat_mul;
+use ndarray::{ArrayD, ArrayView2, ArrayViewMut2, Axis};
+
+/// A learnable tensor with its gradient. `trainable == false` freezes it (PyTorch's
+/// `requires_grad=False`): optimizers skip it and it does not count in the parameter total.
+#[derive(Clone, Debug)]
+pub struct Param<T> {
+    /// The value.
+    pub value: ArrayD<T>,
+    /// $\partial\ell/\partial\,$value, accumulated by `backward`.
+    pub grad: ArrayD<T>,
+    /// Whether the optimizer updates it.
+    pub trainable: bool,
+}
+
+impl<T: Real> Param<T> {
+    /// A trainable parameter with zero gradient.
+    pub fn new(value: ArrayD<T>) -> Self {
+        let grad = ArrayD::zeros(value.raw_dim());
+        Param {
+            value,
+            grad,
+            trainable: true,
+        }
+    }
+    /// Number of scalars.
+    pub fn len(&self) -> usize {
+        self.value.len()
+    }
+    /// True for an empty tensor.
+    pub fn is_empty(&self) -> bool {
+        self.value.is_empty()
+    }
+}
+
+/// A mutable handle on one entry of a module's state, as seen by [`Module::visit`].
+pub enum TensorMut<'a, T> {
+    /// A parameter (`weight`, `bias`).
+    Param(&'a mut Param<T>),
+    /// A floating-point buffer (`running_mean`, `running_var`).
+    Buffer(&'a mut ArrayD<T>),
+    /// An integer buffer (`num_batches_tracked`, stored as int64 by PyTorch).
+    Count(&'a mut i64),
+}
+
+/// Anything that owns parameters or buffers.
+pub trait Module<T: Real> {
+    /// Calls `f` on every parameter and buffer with its full PyTorch name (`prefix` + local
+    /// name), in `state_dict` order.
+    fn visit(&mut self, prefix: &str, f: &mut dyn FnMut(&str, TensorMut<'_, T>));
+
+    /// Sets every gradient to zero.
+    fn zero_grad(&mut self) {
+        self.visit("", &mut |_, t| {
+            if let TensorMut::Param(p) = t {
+                p.grad.fill(T::zero());
+            }
+        });
+    }
+
+    /// Number of trainable scalars (PyTorch's `sum(p.numel() for p in parameters() if
+    /// p.requires_grad)`).
+    fn n_trainable(&mut self) -> usize {
+        let mut n = 0;
+        self.visit("", &mut |_, t| {
+            if let TensorMut::Param(p) = t {
+                if p.trainable {
+                    n += p.len();
+                }
+            }
+        });
+        n
+    }
+}
+
+/// `prefix.name`, or `name` when the prefix is empty.
+pub fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
+/// $C\leftarrow\alpha AB+\beta C$ with matrixmultiply, split into independent blocks of $C$
+/// over the rayon pool when the product is large (the GEMMs of a network are big enough
+/// that two cores give close to 2×).
+pub fn gemm<T: Real>(alpha: T, a: ArrayView2<T>, b: ArrayView2<T>, beta: T, c: ArrayViewMut2<T>) {
+    let depth = (rayon::current_num_threads().max(1) as f64).log2().ceil() as u32 + 1;
+    gemm_rec(alpha, a, b, beta, c, depth);
+}
+
+fn gemm_rec<T: Real>(
+    alpha: T,
+    a: ArrayView2<T>,
+    b: ArrayView2<T>,
+    beta: T,
+    mut c: ArrayViewMut2<T>,
+    depth: u32,
+) {
+    let (m, k) = a.dim();
+    let n = b.ncols();
+    if depth == 0 || m * n * k < (1 << 20) || (m < 16 && n < 16) {
+        general_mat_mul(alpha, &a, &b, beta, &mut c);
+        return;
+    }
+    if n >= m {
+        let h = n / 2;
+        let (b0, b1) = b.split_at(Axis(1), h);
+        let (c0, c1) = c.split_at(Axis(1), h);
+        rayon::join(
+            || gemm_rec(alpha, a, b0, beta, c0, depth - 1),
+            || gemm_rec(alpha, a, b1, beta, c1, depth - 1),
+        );
+    } else {
+        let h = m / 2;
+        let (a0, a1) = a.split_at(Axis(0), h);
+        let (c0, c1) = c.split_at(Axis(0), h);
+        rayon::join(
+            || gemm_rec(alpha, a0, b, beta, c0, depth - 1),
+            || gemm_rec(alpha, a1, b, beta, c1, depth - 1),
+        );
+    }
+}
+
+/// Parameter initialisers (PyTorch's, seeded).
+pub mod init {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::RngExt;
+    use rand_distr::{Distribution, Normal};
+
+    /// $\mathcal U(-a,a)$ entries.
+    pub fn uniform<T: Real>(shape: &[usize], a: f64, rng: &mut StdRng) -> ArrayD<T> {
+        ArrayD::from_shape_simple_fn(shape, || T::of(rng.random_range(-a..a)))
+    }
+
+    /// $\mathcal N(0,\sigma^2)$ entries.
+    pub fn normal<T: Real>(shape: &[usize], sigma: f64, rng: &mut StdRng) -> ArrayD<T> {
+        let d = Normal::new(0.0, sigma).expect("sigma is finite and positive");
+        ArrayD::from_shape_simple_fn(shape, || T::of(d.sample(rng)))
+    }
+
+    /// PyTorch's default for `nn.Linear` and `nn.Conv2d`: `kaiming_uniform_(a=√5)` on the
+    /// weight, i.e. $\mathcal U(\pm1/\sqrt{\text{fan\_in}})$, and the same bound for the bias.
+    pub fn torch_default_bound(fan_in: usize) -> f64 {
+        1.0 / (fan_in as f64).sqrt()
+    }
+
+    /// `kaiming_normal_(mode="fan_out", nonlinearity="relu")`: $\sigma=\sqrt{2/\text{fan\_out}}$
+    /// with $\text{fan\_out}=C_\text{out}k_hk_w$ (torchvision's ResNet convolutions).
+    pub fn kaiming_fan_out_std(out_channels: usize, kh: usize, kw: usize) -> f64 {
+        (2.0 / (out_channels * kh * kw) as f64).sqrt()
+    }
+}

@@ -1,0 +1,557 @@
+//! The training loop behind `ufm train`: minibatch SGD/Adam on
+//! $$\frac1B\sum_{i\in\text{batch}}\ell(Wh_i+b,y_i)\;+\;\text{(regulariser)},\qquad h_i=\phi_\Theta(x_i),$$
+//! with the regulariser either the optimizer's coupled weight decay $\frac\lambda2\lVert(\Theta,W,b)\rVert^2$
+//! (default, as the original), or with `--sep-decay`
+//! $$\frac\lambda2\big(\lVert W\rVert_F^2+\lVert b\rVert^2\big)+\frac{\lambda_H}2\cdot\frac1B\sum_{i\in\text{batch}}\lVert h_i\rVert^2$$
+//! and no decay on $\Theta$. The feature term acts on the **raw** features; the original code
+//! applied it to `F.normalize(h)`, whose norm is 1, so its gradient was zero (and it crashed
+//! with `--no-bias`). In UFM terms the feature penalty is $\frac{\lambda_H}{2N}\lVert H\rVert_F^2$.
+//!
+//! Per epoch the training indices are shuffled with a generator seeded by `(seed, epoch)`, so
+//! a resumed run draws the same batches as an uninterrupted one. After each epoch the model
+//! is written to `epoch_NNN.safetensors` (PyTorch names) and the model + optimizer state to
+//! `resume.safetensors`, both atomically.
+//!
+//! With `--optimizer LBFGS` each batch is minimised for up to 20 iterations (PyTorch's
+//! `max_iter`) by [`crate::solver::Lbfgs`] (strong-Wolfe line search, `--history-size` pairs)
+//! on $\frac1B\sum\ell+\frac\lambda2\lVert(\Theta,W,b)\rVert^2$, the original
+//! `train_2nd_order.py` closure, with no schedule. Unlike `torch.optim.LBFGS` the curvature
+//! history is restarted on every batch (a new batch is a new function) and the line search
+//! chooses the step, so `--lr` is not used.
+//!
+//! Differences from the original, on purpose: the logged training accuracy comes from the
+//! train-mode logits before the step (the original re-runs the batch in eval mode after the
+//! step, one extra forward pass).
+
+use crate::error::{Error, Result};
+use crate::nn::checkpoint::{self, Checkpoint};
+use crate::nn::data::{self, Dataset, DatasetName};
+use crate::nn::layers::loss::topk_hits;
+use crate::nn::layers::{LossKind, Module, TensorMut};
+use crate::nn::models::{ModelConfig, Net};
+use crate::nn::optim::{Optimizer, OptimizerKind, Schedule};
+use ndarray::{Array2, Array4};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// A training run's full configuration (saved as `config.json`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Data set.
+    pub dataset: DatasetName,
+    /// Folder holding `MNIST/raw/` or `cifar-10-batches-bin/`.
+    pub data_dir: PathBuf,
+    /// Network.
+    pub model: ModelConfig,
+    /// Optimizer.
+    pub optimizer: OptimizerKind,
+    /// Initial learning rate.
+    pub lr: f64,
+    /// Minibatch size.
+    pub batch_size: usize,
+    /// Number of epochs.
+    pub epochs: usize,
+    /// $\lambda$.
+    pub weight_decay: f64,
+    /// Learning-rate schedule.
+    pub schedule: Schedule,
+    /// Seed of initialisation, shuffling, augmentation and random labels.
+    pub seed: u64,
+    /// L-BFGS history (unused until L-BFGS lands).
+    pub history_size: usize,
+    /// First `m` training samples per class (`--sample-size`).
+    pub sample_size: Option<usize>,
+    /// Loss.
+    pub loss: LossKind,
+    /// Separate decay on $(W,b)$ and the features, none on $\Theta$.
+    pub sep_decay: bool,
+    /// $\lambda_H$ for `--sep-decay`.
+    pub feature_decay_rate: f64,
+    /// Random crop + flip augmentation (`--sota`, CIFAR only; also the CIFAR stem).
+    pub sota: bool,
+    /// Where `cifar10_random` keeps its labels.
+    pub label_file: Option<PathBuf>,
+}
+
+impl TrainConfig {
+    /// Checks values that are not checked elsewhere.
+    pub fn validate(&self) -> Result<()> {
+        self.model.validate()?;
+        if !(self.lr > 0.0) || !self.lr.is_finite() {
+            return Err(Error::param(
+                "lr",
+                format!("must be positive, got {}", self.lr),
+            ));
+        }
+        if self.batch_size < 2 {
+            return Err(Error::param(
+                "batch-size",
+                "must be at least 2 (batch norm needs 2 samples)",
+            ));
+        }
+        if self.epochs == 0 {
+            return Err(Error::param("epochs", "must be positive"));
+        }
+        if !(self.weight_decay >= 0.0) || !(self.feature_decay_rate >= 0.0) {
+            return Err(Error::param("weight-decay", "decay rates must be >= 0"));
+        }
+        if self.sample_size == Some(0) {
+            return Err(Error::param("sample-size", "must be positive"));
+        }
+        Ok(())
+    }
+
+    /// Loads the data set (random labels into `label_file`, or `<run_dir>/random_labels.json`).
+    pub fn load_data(&self, run_dir: &Path) -> Result<Dataset> {
+        let lf = self
+            .label_file
+            .clone()
+            .unwrap_or_else(|| run_dir.join("random_labels.json"));
+        data::load(self.dataset, &self.data_dir, &lf, self.seed)
+    }
+
+    /// Indices of the training samples used (all, or the first `m` per class).
+    pub fn train_indices(&self, d: &Dataset) -> Result<Vec<usize>> {
+        match self.sample_size {
+            Some(m) => data::first_per_class(&d.train.labels, d.n_classes, m),
+            None => Ok((0..d.train.len()).collect()),
+        }
+    }
+}
+
+/// One epoch's summary.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EpochLog {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Mean training loss (data term).
+    pub loss: f64,
+    /// Training top-1 accuracy in percent (train-mode logits, before each step).
+    pub top1: f64,
+    /// Training top-5 accuracy in percent.
+    pub top5: f64,
+    /// Wall-clock seconds of the epoch.
+    pub seconds: f64,
+}
+
+/// Callbacks for progress display.
+pub trait TrainObserver {
+    /// An epoch starts with `n_batches` batches.
+    fn epoch_start(&mut self, _epoch: usize, _n_batches: usize, _lr: f64) {}
+    /// A batch finished; running means so far.
+    fn batch(&mut self, _done: usize, _loss: f64, _top1: f64) {}
+    /// An epoch finished and its checkpoint is on disk.
+    fn epoch_end(&mut self, _log: &EpochLog) {}
+    /// A message for the user (data notes, resume point).
+    fn note(&mut self, _msg: &str) {}
+}
+
+/// No output.
+pub struct Silent;
+impl TrainObserver for Silent {}
+
+/// Checkpoint file of epoch `e` (1-based).
+pub fn checkpoint_path(run_dir: &Path, epoch: usize) -> PathBuf {
+    run_dir.join(format!("epoch_{epoch:03}.safetensors"))
+}
+
+/// Epoch numbers of the checkpoints present in `run_dir`, sorted.
+pub fn list_checkpoints(run_dir: &Path) -> Result<Vec<usize>> {
+    let rd = std::fs::read_dir(run_dir).map_err(|e| Error::io("read directory", run_dir, e))?;
+    let mut v: Vec<usize> = rd
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.strip_prefix("epoch_")?
+                .strip_suffix(".safetensors")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    v.sort_unstable();
+    Ok(v)
+}
+
+/// Reads `config.json` of a run.
+pub fn read_config(run_dir: &Path) -> Result<TrainConfig> {
+    let p = run_dir.join("config.json");
+    let s = std::fs::read_to_string(&p).map_err(|e| Error::io("read", &p, e))?;
+    serde_json::from_str(&s).map_err(|e| Error::format(&p, format!("not a ufm train config: {e}")))
+}
+
+/// How to treat an existing run directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Existing {
+    /// Fail if it holds a run.
+    Refuse,
+    /// Start over, deleting its checkpoints (`--force`).
+    Overwrite,
+    /// Continue from `resume.safetensors` (`--resume`).
+    Resume,
+}
+
+fn epoch_seed(seed: u64, epoch: usize, salt: u64) -> u64 {
+    // splitmix64 of (seed, epoch, salt): independent streams per epoch and purpose
+    let mut z = seed
+        ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ salt.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Adds $\lambda W$ and $\lambda b$ to the classifier's gradients and returns
+/// $\frac\lambda2(\lVert W\rVert^2+\lVert b\rVert^2)$ (frozen tensors are skipped).
+fn classifier_decay(net: &mut Net<f32>, lambda: f64) -> f64 {
+    let mut pen = 0.0;
+    net.fc.visit("", &mut |_, t| {
+        if let TensorMut::Param(p) = t {
+            if p.trainable {
+                pen += p
+                    .value
+                    .iter()
+                    .map(|&v| (v as f64) * (v as f64))
+                    .sum::<f64>()
+                    * lambda
+                    / 2.0;
+                p.grad.scaled_add(lambda as f32, &p.value);
+            }
+        }
+    });
+    pen
+}
+
+/// Trains `cfg` into `run_dir`. Returns the per-epoch logs (all epochs, including resumed ones).
+pub fn train(
+    cfg: &TrainConfig,
+    run_dir: &Path,
+    existing: Existing,
+    obs: &mut dyn TrainObserver,
+) -> Result<Vec<EpochLog>> {
+    cfg.validate()?;
+    let cfg_path = run_dir.join("config.json");
+    let resume_path = run_dir.join("resume.safetensors");
+    let mut start_epoch = 0;
+    let mut logs: Vec<EpochLog> = vec![];
+    let mut net: Net<f32> = Net::new(&cfg.model, cfg.seed)?;
+    let lbfgs = cfg.optimizer == OptimizerKind::Lbfgs;
+    // L-BFGS keeps no state across batches; an unused SGD shell keeps the code paths uniform
+    let mut opt = Optimizer::<f32>::new(
+        if lbfgs {
+            OptimizerKind::Sgd
+        } else {
+            cfg.optimizer
+        },
+        if cfg.sep_decay { 0.0 } else { cfg.weight_decay },
+    )?;
+    if lbfgs && cfg.sep_decay {
+        return Err(Error::param(
+            "sep-decay",
+            "is not supported with --optimizer LBFGS",
+        ));
+    }
+    if lbfgs && cfg.history_size == 0 {
+        return Err(Error::param("history-size", "must be at least 1"));
+    }
+    let has_run = cfg_path.is_file();
+    match existing {
+        Existing::Refuse if has_run => {
+            return Err(Error::param(
+                "uid",
+                format!(
+                "{} already holds a run; pass --force to overwrite it or --resume to continue it",
+                run_dir.display()
+            ),
+            ))
+        }
+        Existing::Overwrite if has_run => {
+            for e in list_checkpoints(run_dir)? {
+                let p = checkpoint_path(run_dir, e);
+                std::fs::remove_file(&p).map_err(|er| Error::io("remove", &p, er))?;
+            }
+            let _ = std::fs::remove_file(&resume_path);
+        }
+        Existing::Resume => {
+            if !resume_path.is_file() {
+                return Err(Error::param(
+                    "resume",
+                    format!(
+                        "{} has no resume.safetensors to continue from",
+                        run_dir.display()
+                    ),
+                ));
+            }
+            let old = read_config(run_dir)?;
+            let mut a = old.clone();
+            a.epochs = cfg.epochs;
+            if a != *cfg {
+                return Err(Error::param(
+                    "resume",
+                    format!(
+                        "the flags differ from {} (only --epochs may change on resume)",
+                        cfg_path.display()
+                    ),
+                ));
+            }
+            let ck = Checkpoint::open(&resume_path)?;
+            ck.load_into(&mut net)?;
+            opt.load_state(|n| ck.tensor(n).map(|a| a.mapv(|v| v)));
+            let meta = ck.metadata();
+            start_epoch = meta
+                .get("epoch")
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| Error::format(&resume_path, "no epoch in metadata"))?;
+            opt.steps = meta.get("steps").and_then(|s| s.parse().ok()).unwrap_or(0);
+            if let Some(l) = meta.get("logs") {
+                logs = serde_json::from_str(l)?;
+            }
+            obs.note(&format!(
+                "resuming {} after epoch {start_epoch}",
+                run_dir.display()
+            ));
+        }
+        _ => {}
+    }
+    crate::io::write_atomic(&cfg_path, serde_json::to_string_pretty(cfg)?.as_bytes())?;
+    let d = cfg.load_data(run_dir)?;
+    for n in &d.notes {
+        obs.note(n);
+    }
+    let train_idx = cfg.train_indices(&d)?;
+    let augment = cfg.sota && cfg.dataset != DatasetName::Mnist;
+    let mut log_text = logs
+        .iter()
+        .map(|l| {
+            format!(
+                "epoch {:3} lr {:.6} loss {:.6} top1 {:.3} top5 {:.3} time {:.1}s\n",
+                l.epoch, l.lr, l.loss, l.top1, l.top5, l.seconds
+            )
+        })
+        .collect::<String>();
+    if start_epoch == 0 {
+        log_text = format!(
+            "ufm train: {} {:?} params {} seed {}\n",
+            cfg.dataset.as_str(),
+            cfg.model.arch,
+            net.n_trainable(),
+            cfg.seed
+        );
+    }
+    for epoch in start_epoch..cfg.epochs {
+        let t0 = Instant::now();
+        let lr = if lbfgs {
+            cfg.lr
+        } else {
+            cfg.schedule.lr(cfg.lr, epoch)
+        };
+        let mut order = train_idx.clone();
+        order.shuffle(&mut StdRng::seed_from_u64(epoch_seed(cfg.seed, epoch, 1)));
+        let mut aug_rng = StdRng::seed_from_u64(epoch_seed(cfg.seed, epoch, 2));
+        let batches: Vec<&[usize]> = order
+            .chunks(cfg.batch_size)
+            .filter(|b| b.len() > 1)
+            .collect();
+        obs.epoch_start(epoch + 1, batches.len(), lr);
+        let (mut loss_sum, mut h1, mut h5, mut seen) = (0.0, 0usize, 0usize, 0usize);
+        for (bi, idx) in batches.iter().enumerate() {
+            let (x, y) = data::make_batch::<f32>(
+                &d.train,
+                idx,
+                cfg.dataset,
+                augment.then_some(&mut aug_rng),
+            );
+            net.zero_grad();
+            let mut x_lb = lbfgs.then(|| x.clone());
+            let out = net.forward(x, true)?;
+            let (loss, dz) = cfg.loss.eval(&out.logits, &y)?;
+            if !loss.is_finite() {
+                return Err(Error::Diverged {
+                    solver: format!("{:?}", cfg.optimizer),
+                    iter: bi,
+                    value: loss,
+                    hint: format!(
+                        "the loss became non-finite in epoch {}; lower --lr (now {})",
+                        epoch + 1,
+                        cfg.lr
+                    ),
+                });
+            }
+            let (a, b) = topk_hits(&out.logits, &y);
+            if lbfgs {
+                lbfgs_batch(&mut net, x_lb.take().expect("batch kept"), &y, cfg)?;
+                loss_sum += loss * idx.len() as f64;
+                h1 += a;
+                h5 += b;
+                seen += idx.len();
+                obs.batch(
+                    bi + 1,
+                    loss_sum / seen as f64,
+                    100.0 * h1 as f64 / seen as f64,
+                );
+                continue;
+            }
+            let df: Option<Array2<f32>> = (cfg.sep_decay && cfg.feature_decay_rate > 0.0)
+                .then(|| &out.features * (cfg.feature_decay_rate as f32 / idx.len() as f32));
+            net.backward(&dz, df.as_ref());
+            if cfg.sep_decay {
+                classifier_decay(&mut net, cfg.weight_decay);
+            }
+            opt.step(&mut net, lr);
+            loss_sum += loss * idx.len() as f64;
+            h1 += a;
+            h5 += b;
+            seen += idx.len();
+            obs.batch(
+                bi + 1,
+                loss_sum / seen as f64,
+                100.0 * h1 as f64 / seen as f64,
+            );
+        }
+        let log = EpochLog {
+            epoch: epoch + 1,
+            lr,
+            loss: loss_sum / seen.max(1) as f64,
+            top1: 100.0 * h1 as f64 / seen.max(1) as f64,
+            top5: 100.0 * h5 as f64 / seen.max(1) as f64,
+            seconds: t0.elapsed().as_secs_f64(),
+        };
+        logs.push(log.clone());
+        log_text += &format!(
+            "epoch {:3} lr {:.6} loss {:.6} top1 {:.3} top5 {:.3} time {:.1}s\n",
+            log.epoch, log.lr, log.loss, log.top1, log.top5, log.seconds
+        );
+        let mut meta = HashMap::new();
+        meta.insert("format".to_string(), "pt".to_string());
+        meta.insert("epoch".to_string(), (epoch + 1).to_string());
+        checkpoint::save(
+            &checkpoint_path(run_dir, epoch + 1),
+            &mut net,
+            &[],
+            meta.clone(),
+        )?;
+        meta.insert("steps".to_string(), opt.steps.to_string());
+        meta.insert("logs".to_string(), serde_json::to_string(&logs)?);
+        checkpoint::save(&resume_path, &mut net, &opt.state(), meta)?;
+        crate::io::write_atomic(&run_dir.join("log.txt"), log_text.as_bytes())?;
+        crate::io::write_atomic(
+            &run_dir.join("train_history.json"),
+            serde_json::to_string_pretty(&logs)?.as_bytes(),
+        )?;
+        obs.epoch_end(&log);
+    }
+    Ok(logs)
+}
+
+/// Trainable parameters of `net` as one flat vector (visit order).
+pub fn flatten_params(net: &mut Net<f32>) -> Vec<f32> {
+    let mut v = Vec::new();
+    net.visit("", &mut |_, t| {
+        if let TensorMut::Param(p) = t {
+            if p.trainable {
+                v.extend(p.value.iter().copied());
+            }
+        }
+    });
+    v
+}
+
+fn set_params(net: &mut Net<f32>, x: &[f32]) {
+    let mut at = 0;
+    net.visit("", &mut |_, t| {
+        if let TensorMut::Param(p) = t {
+            if p.trainable {
+                let n = p.len();
+                p.value
+                    .iter_mut()
+                    .zip(&x[at..at + n])
+                    .for_each(|(w, &v)| *w = v);
+                at += n;
+            }
+        }
+    });
+}
+
+/// The original `train_2nd_order.py` closure on one batch:
+/// $\frac1B\sum_i\ell(z_i,y_i)+\frac\lambda2\lVert\theta\rVert^2$ over the trainable parameters.
+struct BatchObjective<'a> {
+    net: std::sync::Mutex<&'a mut Net<f32>>,
+    x: Array4<f32>,
+    y: &'a [u32],
+    loss: LossKind,
+    weight_decay: f64,
+    dim: usize,
+}
+
+impl BatchObjective<'_> {
+    fn eval(&self, theta: &[f32], grad: Option<&mut [f32]>) -> f32 {
+        let mut net = self.net.lock().unwrap_or_else(|e| e.into_inner());
+        set_params(&mut net, theta);
+        net.zero_grad();
+        let Ok(out) = net.forward(self.x.clone(), true) else {
+            return f32::NAN;
+        };
+        let Ok((l, dz)) = self.loss.eval(&out.logits, self.y) else {
+            return f32::NAN;
+        };
+        let reg =
+            0.5 * self.weight_decay * theta.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>();
+        if let Some(g) = grad {
+            net.backward(&dz, None);
+            let mut at = 0;
+            let wd = self.weight_decay as f32;
+            net.visit("", &mut |_, t| {
+                if let TensorMut::Param(p) = t {
+                    if p.trainable {
+                        for (k, &gv) in p.grad.iter().enumerate() {
+                            g[at + k] = gv + wd * theta[at + k];
+                        }
+                        at += p.len();
+                    }
+                }
+            });
+        }
+        (l + reg) as f32
+    }
+}
+
+impl crate::solver::Objective<f32> for BatchObjective<'_> {
+    fn dim(&self) -> usize {
+        self.dim
+    }
+    fn value(&self, x: &[f32]) -> f32 {
+        self.eval(x, None)
+    }
+    fn value_grad(&self, x: &[f32], grad: &mut [f32]) -> f32 {
+        self.eval(x, Some(grad))
+    }
+}
+
+fn lbfgs_batch(net: &mut Net<f32>, x: Array4<f32>, y: &[u32], cfg: &TrainConfig) -> Result<()> {
+    let mut theta = flatten_params(net);
+    let obj = BatchObjective {
+        dim: theta.len(),
+        net: std::sync::Mutex::new(net),
+        x,
+        y,
+        loss: cfg.loss,
+        weight_decay: cfg.weight_decay,
+    };
+    let mut solver = crate::solver::Lbfgs::new(cfg.history_size)?;
+    let ex = crate::solver::Executor {
+        max_iter: 20,
+        tol: 1e-7,
+        time_limit: None,
+        observe_every: 1000,
+    };
+    ex.run(&obj, &mut solver, &mut theta, &mut [])?;
+    let net = obj.net.into_inner().unwrap_or_else(|e| e.into_inner());
+    set_params(net, &theta);
+    Ok(())
+}
