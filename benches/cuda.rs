@@ -13,9 +13,10 @@
 //! $3\cdot4Nd$ bytes ($H$ read twice, written once), so criterion's GB/s compares directly with
 //! the copy bandwidth (counted as $2\cdot4Nd$: read + write). A step is $6NdK$ flops.
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use std::time::{Duration, Instant};
+use criterion::{criterion_group, criterion_main, Criterion};
+use std::time::Duration;
 
+#[cfg(feature = "cuda")]
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
@@ -25,6 +26,8 @@ fn env_usize(name: &str, default: usize) -> usize {
 
 #[cfg(feature = "cuda")]
 fn bench_cuda(c: &mut Criterion) {
+    use criterion::Throughput;
+    use std::time::Instant;
     use ufm::backend::cuda::CudaBackend;
     use ufm::backend::Backend;
     use ufm::ufm::UfmConfig;

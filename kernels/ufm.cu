@@ -179,7 +179,7 @@ __device__ __forceinline__ void ufm_bwd_impl(
     double ghsq = 0.0;
     // Each warp takes RU consecutive rows per iteration and issues all their loads before any
     // arithmetic, so RU rows of H (and of G) are in flight per warp.
-    constexpr int RU = (MODE == BWD_HVP) ? 2 : 4;
+    constexpr int RU = (MODE == BWD_HVP) ? 2 : (sizeof(T) == 4 ? 8 : 4);
     const long long warp_id = (long long)blockIdx.x * wpb + (threadIdx.x >> 5);
     const long long stride = (long long)gridDim.x * wpb * RU;
     for (long long i0 = warp_id * RU; i0 < n; i0 += stride) {

@@ -249,6 +249,43 @@ fn cuda_solve_matches_cpu_solve() {
     }
 }
 
+/// The test body itself, on the CPU backend: every poisoned output is overwritten, the value
+/// agrees between calls, the step equals $x-\eta\nabla f$, the HVP matches a central
+/// difference of gradients, and `compare` accepts CPU vs CPU (so a GPU failure is the GPU's).
+#[test]
+fn parity_body_is_sound_on_the_cpu() {
+    for (case, p) in cases() {
+        let mut x: Vec<f64> = p.random_point(7, 1.0).unwrap();
+        random_bias(&p, &mut x, 8);
+        let v: Vec<f64> = p.random_point(9, 1.0).unwrap();
+        let lr = 0.05;
+        let o = outputs(&CpuBackend, &p, &x, &v, lr, true).unwrap();
+        assert!(
+            o.grad.iter().chain(&o.stepped).all(|g| g.is_finite()),
+            "{case}"
+        );
+        assert!(rel_scalar(o.value, o.grad_value) < 1e-14, "{case}");
+        assert!(rel_scalar(o.step_f, o.value) < 1e-14, "{case}");
+        let expect: Vec<f64> = x.iter().zip(&o.grad).map(|(a, g)| a - lr * g).collect();
+        assert!(rel_err(&o.stepped, &expect) < 1e-13, "{case}");
+        let eps = 1e-6;
+        let xp: Vec<f64> = x.iter().zip(&v).map(|(a, b)| a + eps * b).collect();
+        let xm: Vec<f64> = x.iter().zip(&v).map(|(a, b)| a - eps * b).collect();
+        let (mut gp, mut gm) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+        p.value_grad(&xp, &mut gp);
+        p.value_grad(&xm, &mut gm);
+        let fd: Vec<f64> = gp
+            .iter()
+            .zip(&gm)
+            .map(|(a, b)| (a - b) / (2.0 * eps))
+            .collect();
+        assert!(rel_err(o.hvp.as_ref().unwrap(), &fd) < 1e-6, "{case}");
+        compare(&format!("cpu-vs-cpu {case}"), &o, &o, 0.0);
+    }
+    // A NaN left in an output (an unwritten poisoned entry) fails the comparison.
+    assert_eq!(rel_err(&[1.0, f64::NAN], &[1.0, 2.0]), f64::INFINITY);
+}
+
 /// The backend objective on the CPU reproduces the direct CPU solve exactly (the routing
 /// `solve --device` uses, checked without a GPU).
 #[test]

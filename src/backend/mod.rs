@@ -37,7 +37,7 @@ pub use cpu::CpuBackend;
 use crate::error::{Error, Result};
 use crate::metrics::FeatureStats;
 use crate::real::Real;
-use crate::solver::driver::{solve_with, Objectives, SolveOutcome, SolveSpec};
+use crate::solver::driver::{SolveOutcome, SolveSpec};
 use crate::solver::Objective;
 use crate::ufm::UfmProblem;
 use serde::{Deserialize, Serialize};
@@ -401,11 +401,11 @@ fn solve_cuda(
     <cuda::CudaBackend as Backend<f64>>::supports(&b, p, hvp)?;
     let o64 = BackendObjective::<f64, _>::new(p, b.as_ref());
     let o32 = BackendObjective::<f32, _>::new(p, b.as_ref());
-    let r = solve_with(
+    let r = crate::solver::driver::solve_with(
         p,
         spec,
         start,
-        Objectives {
+        crate::solver::driver::Objectives {
             f64: &o64,
             f32: &o32,
         },
