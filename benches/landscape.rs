@@ -1,10 +1,11 @@
 //! Landscape benchmarks: the exact HVP at the sizes the dense and Lanczos paths use, dense
 //! Hessian assembly, the faer spectrum (eigenvalues only, and with vectors), and Lanczos.
 //!
-//! Run: `cargo bench --bench landscape` (release; about 3 minutes on 2 cores). The spectrum of a
+//! Run: `cargo bench --bench landscape` (release; about 5 minutes on 2 cores). The spectrum of a
 //! 5,000-dimensional Hessian is timed once by the CLI instead (criterion would repeat it 10×):
-//! `cargo run --release -- hessian --classes 10 --per-class 40 --dim 12` prints the assembly and
-//! eigensolver seconds.
+//! `cargo run --release -- hessian --classes 10 --per-class 40 --dim 12 --lambda-w 5e-3
+//! --lambda-h 5e-3 --lambda-b 5e-3 --dense-limit 6000` (dense path) or `--collapsed` (class
+//! decomposition) prints the assembly and eigensolver seconds.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use std::hint::black_box;
