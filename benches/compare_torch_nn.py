@@ -5,8 +5,9 @@ with the same number of threads as the Rust run.
     cargo bench --bench nn                      # writes target/criterion/nn/*/new/estimates.json
     /opt/pyenv/bin/python benches/compare_torch_nn.py [--threads 2]
 
-Prints PyTorch's median time per step and, when the criterion results exist, the Rust mean
-and the ratio Rust / PyTorch.
+Prints PyTorch's median time per step with the same number of threads and with 1 thread
+(on a loaded 2-vCPU VM PyTorch's OpenMP threads busy-wait and 2 threads ran 3.5x slower than
+1), and, when the criterion results exist, the Rust mean and the ratios Rust / PyTorch.
 """
 import argparse
 import json
@@ -86,12 +87,17 @@ def main():
     root = os.path.join(os.path.dirname(__file__), "..", "target", "criterion", "nn")
     for name, net in [("mlp_fwd_bwd_b128", mlp()), ("resnet18_fwd_bwd_b128", ResNet18()),
                       ("resnet18_sota_fwd_bwd_b128", ResNet18(sota=True))]:
+        torch.set_num_threads(a.threads)
         t = time_step(net, x, y, a.reps)
-        line = f"{name}: PyTorch {torch.__version__} ({a.threads} threads) {t * 1e3:.1f} ms"
+        torch.set_num_threads(1)
+        t1 = time_step(net, x, y, a.reps)
+        line = (f"{name}: PyTorch {torch.__version__} {a.threads} threads {t * 1e3:.1f} ms, "
+                f"1 thread {t1 * 1e3:.1f} ms")
         est = os.path.join(root, f"{name}_threads{a.threads}", "new", "estimates.json")
         if os.path.exists(est):
             rust = json.load(open(est))["mean"]["point_estimate"] / 1e9
-            line += f" | ufm {rust * 1e3:.1f} ms | ratio ufm/PyTorch {rust / t:.2f}"
+            line += (f" | ufm ({a.threads} threads) {rust * 1e3:.1f} ms | ratio ufm/PyTorch "
+                     f"{rust / t:.2f} (same threads), {rust / min(t, t1):.2f} (PyTorch's faster setting)")
         print(line)
 
 

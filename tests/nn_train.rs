@@ -268,3 +268,27 @@ fn lbfgs_and_sep_decay_train() {
     let logs = train(&cfg, tmp.path(), Existing::Refuse, &mut Silent).unwrap();
     assert!(logs[1].loss.is_finite() && logs[1].loss < logs[0].loss);
 }
+
+/// With `--etf-classifier` the classifier stays the simplex ETF through training (NC2 of W is
+/// zero to round-off), while its bias trains.
+#[test]
+fn etf_classifier_stays_frozen() {
+    let mut cfg = mlp_config(16, 1, 20, 1, 0.05);
+    cfg.model.etf_classifier = true;
+    let tmp = tempfile::tempdir().unwrap();
+    train(&cfg, tmp.path(), Existing::Refuse, &mut Silent).unwrap();
+    let rows = validate_run(tmp.path(), None, 500, |_| {}).unwrap();
+    assert!(rows[0].nc2 < 1e-6, "NC2 of a frozen ETF: {}", rows[0].nc2);
+    let ck = Checkpoint::open(&checkpoint_path(tmp.path(), 1)).unwrap();
+    let w = ck.tensor("fc.weight").unwrap();
+    let etf = ufm::ufm::simplex_etf(10, 16, ufm::ufm::EtfEmbedding::Identity).unwrap();
+    let err = w
+        .iter()
+        .zip(etf.iter())
+        .fold(0.0f64, |m, (&a, &b)| m.max((a as f64 - b).abs()));
+    assert!(err < 1e-6, "{err}");
+    let mut net: Net<f32> = Net::new(&cfg.model, cfg.seed).unwrap();
+    assert_eq!(net.n_trainable(), 3072 * 16 + 16 + 2 * 16 + 10);
+    let b0 = net.fc.bias.as_ref().unwrap().value.clone();
+    assert_ne!(ck.tensor("fc.bias").unwrap(), b0, "the bias must train");
+}
