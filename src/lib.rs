@@ -48,8 +48,8 @@
 // Numeric code: `!(x > 0.0)` deliberately treats NaN as failing; index loops mirror the formulas.
 #![allow(clippy::neg_cmp_op_on_partial_ord, clippy::needless_range_loop)]
 
-pub mod certify;
 pub mod backend;
+pub mod certify;
 pub mod error;
 pub mod features;
 pub mod io;

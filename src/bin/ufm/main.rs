@@ -2,8 +2,8 @@
 //! Each subcommand lives in its own `cmd_*.rs` file; errors become `Error: ...` and exit code 1.
 
 mod cli;
-mod cmd_landscape;
 mod cmd_certify;
+mod cmd_landscape;
 mod cmd_metrics;
 mod cmd_plot;
 mod cmd_solve;
