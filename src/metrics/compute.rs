@@ -483,10 +483,6 @@ pub fn compute_metrics(
             .collect(),
     };
     let wants = |m: Metric| metrics.contains(&m);
-    let chunk_rows = match cfg.chunk_rows {
-        0 => ((16 << 20) / (8 * d)).clamp(256, 8192),
-        r => r,
-    };
     let need_p = metrics.iter().any(|m| m.needs_projection());
     let need_ncc = wants(Metric::NccAgreement);
     let two_pass = need_p
@@ -496,6 +492,12 @@ pub fn compute_metrics(
             Strategy::Auto => need_ncc || 2 * k <= d,
         };
     let scatter = need_p && !two_pass;
+    let chunk_rows = match cfg.chunk_rows {
+        // One-pass: CHUNK-row syrk pieces for every thread; else about 16 MiB per chunk.
+        0 if scatter => 2048 * rayon::current_num_threads(),
+        0 => ((16 << 20) / (8 * d)).clamp(256, 8192),
+        r => r,
+    };
 
     // Pass 1.
     let mut acc = ClassStats::with_scatter(k, d, scatter);
