@@ -527,8 +527,14 @@ pub fn compute_metrics(
         })?;
         if let Some((c32, c64)) = cache.as_mut() {
             match chunk {
-                FeatureChunk::F32(x) => c32.extend(x.iter()),
-                FeatureChunk::F64(x) => c64.extend(x.iter()),
+                FeatureChunk::F32(x) => {
+                    c32.reserve_exact((n * d).saturating_sub(c32.len()));
+                    c32.extend(x.iter());
+                }
+                FeatureChunk::F64(x) => {
+                    c64.reserve_exact((n * d).saturating_sub(c64.len()));
+                    c64.extend(x.iter());
+                }
             }
         }
         match chunk {
