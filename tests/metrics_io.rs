@@ -172,3 +172,27 @@ fn a_file_that_shrinks_while_streaming_is_an_error_not_a_panic() {
         .to_string();
     assert!(e.contains("h.npy") && e.contains("truncated"), "{e}");
 }
+
+#[test]
+fn second_pass_from_the_cache_equals_rereading_the_file() {
+    use ufm::metrics::{compute_metrics, Metric, MetricsConfig, Strategy};
+    let w = features::read_matrix(&fixture("w_f64_f.npy")).unwrap();
+    let y = features::read_labels(&fixture("y_i64.npy")).unwrap();
+    for name in ["h_f32_f.npy", "h_f64_c.npy"] {
+        let src = FeatureSource::open_npy(&fixture(name)).unwrap();
+        let run = |cache_bytes| {
+            let cfg = MetricsConfig {
+                cache_bytes,
+                chunk_rows: 5,
+                strategy: Strategy::TwoPass,
+                ..Default::default()
+            };
+            compute_metrics(&src, &y, Some(w.view()), None, &cfg).unwrap()
+        };
+        let (a, b) = (run(0), run(1 << 20));
+        assert_eq!(a.passes, 2);
+        for &m in Metric::ALL {
+            assert_eq!(a.get(m), b.get(m), "{name}: {m}");
+        }
+    }
+}

@@ -57,6 +57,10 @@ impl FeatureChunk<'_> {
 pub trait FeatureStream: Sync {
     /// A name for error messages (the file, or "features").
     fn name(&self) -> String;
+    /// Whether the rows already live in memory (then a second pass costs no I/O).
+    fn in_memory(&self) -> bool {
+        false
+    }
     /// $N$.
     fn n_rows(&self) -> usize;
     /// $d$.
@@ -88,6 +92,9 @@ impl<'a> From<ArrayView2<'a, f32>> for InMemory<'a> {
 impl FeatureStream for InMemory<'_> {
     fn name(&self) -> String {
         "features".into()
+    }
+    fn in_memory(&self) -> bool {
+        true
     }
     fn n_rows(&self) -> usize {
         self.0.nrows()
@@ -242,6 +249,10 @@ pub struct MetricsConfig {
     /// Rows per chunk requested from the stream; `0`: about 16 MiB of `f64` per chunk
     /// (between 256 and 8192 rows).
     pub chunk_rows: usize,
+    /// When a second pass is needed and the stream is not in memory, keep up to this many
+    /// bytes of features from the first pass in memory instead of reading the file again
+    /// (default 1 GiB; `0` always re-reads, so memory stays $O(d^2+Kd)$ plus one chunk).
+    pub cache_bytes: usize,
 }
 
 impl Default for MetricsConfig {
@@ -253,6 +264,7 @@ impl Default for MetricsConfig {
             rtol: None,
             strategy: Strategy::Auto,
             chunk_rows: 0,
+            cache_bytes: 1 << 30,
         }
     }
 }
@@ -275,7 +287,7 @@ pub struct MetricsReport {
     /// Whether $K$ was inferred as the largest label plus one.
     #[serde(skip)]
     pub n_classes_inferred: bool,
-    /// Whether the features were read twice.
+    /// Passes over the features (1, or 2 for the two-pass strategy or `ncc_agreement`).
     #[serde(skip)]
     pub passes: usize,
     /// See [`Metric::Nc1`].
@@ -483,10 +495,6 @@ pub fn compute_metrics(
             .collect(),
     };
     let wants = |m: Metric| metrics.contains(&m);
-    let chunk_rows = match cfg.chunk_rows {
-        0 => ((16 << 20) / (8 * d)).clamp(256, 8192),
-        r => r,
-    };
     let need_p = metrics.iter().any(|m| m.needs_projection());
     let need_ncc = wants(Metric::NccAgreement);
     let two_pass = need_p
@@ -496,8 +504,18 @@ pub fn compute_metrics(
             Strategy::Auto => need_ncc || 2 * k <= d,
         };
     let scatter = need_p && !two_pass;
+    let chunk_rows = match cfg.chunk_rows {
+        // One-pass: CHUNK-row syrk pieces for every thread; else about 16 MiB per chunk.
+        0 if scatter => 2048 * rayon::current_num_threads(),
+        0 => ((16 << 20) / (8 * d)).clamp(256, 8192),
+        r => r,
+    };
 
-    // Pass 1.
+    // Pass 1 (keeping the rows for pass 2 when they fit the cache budget).
+    let second = two_pass || need_ncc;
+    let mut cache: Option<(Vec<f32>, Vec<f64>)> =
+        (second && !features.in_memory() && n * d * 8 <= cfg.cache_bytes)
+            .then(|| (Vec::new(), Vec::new()));
     let mut acc = ClassStats::with_scatter(k, d, scatter);
     features.for_each_chunk(chunk_rows, &mut |r0, chunk| {
         let ys = labels.get(r0..r0 + chunk.nrows()).ok_or_else(|| {
@@ -507,6 +525,18 @@ pub fn compute_metrics(
                 format!("{}..{}", r0, r0 + chunk.nrows()),
             )
         })?;
+        if let Some((c32, c64)) = cache.as_mut() {
+            match chunk {
+                FeatureChunk::F32(x) => {
+                    c32.reserve_exact((n * d).saturating_sub(c32.len()));
+                    c32.extend(x.iter());
+                }
+                FeatureChunk::F64(x) => {
+                    c64.reserve_exact((n * d).saturating_sub(c64.len()));
+                    c64.extend(x.iter());
+                }
+            }
+        }
         match chunk {
             FeatureChunk::F32(x) => acc.push_at(x, ys, r0),
             FeatureChunk::F64(x) => acc.push_at(x, ys, r0),
@@ -531,15 +561,31 @@ pub fn compute_metrics(
     let mut passes = 1;
     let mut p_mat: Option<Array2<f64>> = None;
     let mut agreement = None;
-    if two_pass || need_ncc {
+    if second {
         passes = 2;
         let cls = if need_ncc {
             w.map(|w| (w, classifier_offsets(&stats, w, b)))
         } else {
             None
         };
+        // Rows cached in pass 1 (all in one precision, in order) replace the file.
+        let cached: Option<Result<InMemory<'_>>> = cache.as_ref().and_then(|(c32, c64)| {
+            if c32.len() == n * d {
+                Some(ArrayView2::from_shape((n, d), c32.as_slice()).map(InMemory::from))
+            } else if c64.len() == n * d {
+                Some(ArrayView2::from_shape((n, d), c64.as_slice()).map(InMemory::from))
+            } else {
+                None
+            }
+            .map(|r| r.map_err(|e| Error::numerical("feature cache", e.to_string())))
+        });
+        let cached = cached.transpose()?;
+        let source: &dyn FeatureStream = match &cached {
+            Some(c) => c,
+            None => features,
+        };
         let (p, agree) = second_pass(
-            features,
+            source,
             labels,
             &stats,
             &mt,

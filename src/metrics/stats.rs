@@ -132,9 +132,14 @@ impl ClassStats {
                 what: format!("feature row {}", first_row + i),
             });
         }
-        // Pieces of at most CHUNK rows, at least two per thread when the batch allows.
+        // Without the scatter: pieces of at most CHUNK rows, two per thread when the batch
+        // allows. With it: CHUNK-row pieces, so that each syrk amortises the d x d traffic.
         let threads = rayon::current_num_threads();
-        let piece = x.nrows().div_ceil(2 * threads).clamp(256, CHUNK);
+        let piece = if self.scatter.is_some() {
+            CHUNK
+        } else {
+            x.nrows().div_ceil(2 * threads).clamp(256, CHUNK)
+        };
         let n_chunks = x.nrows().div_ceil(piece);
         if n_chunks <= 1 || threads == 1 {
             self.absorb(x, labels);

@@ -15,6 +15,9 @@ or `H` (d x N, as `ufm solve --save` writes), `labels`, and optionally `W`, `b`,
 `test_labels`; or --features F.npy --labels L.npy [--weights W.npy --bias b.npy]. .npy and \
 .safetensors features are streamed, so files larger than memory work.\n\
 Several bundles (e.g. one per epoch checkpoint) give one CSV row each.\n\
+A test split (--test-features/--test-labels, or `test_*` arrays) is reported separately: every \
+metric is computed from the test split alone (its own class means, as Papyan-style analyses of \
+the test loader do; the original code reports no NC metric on test data), with K from the train split.\n\
 Examples:\n  ufm metrics run.npz\n  ufm metrics --features H.npy --labels y.npy --weights W.npy --json\n  \
 ufm metrics ckpt_*.npz --csv nc.csv\n  ufm metrics run.npz --metrics nc1,nc2_w --global-mean class-mean"
 )]
@@ -58,6 +61,10 @@ pub struct MetricsArgs {
     /// Rows per chunk read from disk (0: about 16 MiB per chunk).
     #[arg(long, default_value_t = 0)]
     pub chunk_rows: usize,
+    /// Keep features of up to this many MiB in memory between the two passes instead of
+    /// reading the file again (0: always stream, memory O(d^2 + Kd) plus one chunk).
+    #[arg(long, default_value_t = 1024)]
+    pub cache_mib: usize,
     /// Worker threads (default: all cores, or RAYON_NUM_THREADS).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -105,6 +112,7 @@ pub fn run(args: MetricsArgs) -> Result<()> {
         rtol: args.rtol,
         strategy: args.strategy.parse::<Strategy>()?,
         chunk_rows: args.chunk_rows,
+        cache_bytes: args.cache_mib << 20,
     };
     let w = match &args.weights {
         Some(p) => Some(features::read_matrix(p)?),
