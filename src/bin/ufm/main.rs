@@ -14,6 +14,13 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Rust ignores SIGPIPE, so `println!` into a closed pipe (`ufm solve --json | head`) panics;
+    // restore the default so the process simply ends, like other Unix tools.
+    #[cfg(unix)]
+    // SAFETY: called once at start-up, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = cli::Cli::parse();
     let result = match cli.command {
         cli::Command::Solve(args) => cmd_solve::run(args),
