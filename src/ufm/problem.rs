@@ -209,6 +209,27 @@ impl UfmProblem {
         self.n_params
     }
 
+    /// One-line description, e.g. `UFM: K=10 d=12 n=20 per class (N=200), loss ce, ...`.
+    pub fn describe(&self) -> String {
+        let c = &self.cfg;
+        let sizes = match self.balanced_size() {
+            Some(n) => format!("n={n} per class"),
+            None => format!("class sizes {:?}", c.class_sizes),
+        };
+        format!(
+            "UFM: K={} d={} {} (N={}), loss {}, lambda_W={} lambda_H={} lambda_b={}, bias {}",
+            self.n_classes(),
+            self.feature_dim(),
+            sizes,
+            self.n_samples(),
+            c.loss,
+            c.lambda_w,
+            c.lambda_h,
+            c.lambda_b,
+            if c.bias { "yes" } else { "no" }
+        )
+    }
+
     /// Checks that `x` has the right length.
     pub fn check_len<T>(&self, what: &str, x: &[T]) -> Result<()> {
         if x.len() != self.n_params {

@@ -130,23 +130,7 @@ pub fn run(args: CertifyArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(r)?);
         return Ok(());
     }
-    let c = problem.config();
-    let sizes = match problem.balanced_size() {
-        Some(n) => format!("n={n} per class"),
-        None => format!("class sizes {:?}", c.class_sizes),
-    };
-    println!(
-        "UFM: K={} d={} {} (N={}), loss {}, lambda_W={} lambda_H={} lambda_b={}, bias {}",
-        problem.n_classes(),
-        problem.feature_dim(),
-        sizes,
-        problem.n_samples(),
-        c.loss,
-        c.lambda_w,
-        c.lambda_h,
-        c.lambda_b,
-        if c.bias { "yes" } else { "no" }
-    );
+    println!("{}", problem.describe());
     let nc = &r.nonconvex;
     println!(
         "non-convex  {} (seed {}): f = {:.12}  |grad f| = {:.3e}, {} iterations, {}",

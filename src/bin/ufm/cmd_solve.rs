@@ -187,23 +187,7 @@ pub fn run(args: SolveArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(s)?);
         return Ok(());
     }
-    let c = &s.problem;
-    let sizes = match problem.balanced_size() {
-        Some(n) => format!("n={n} per class"),
-        None => format!("class sizes {:?}", c.class_sizes),
-    };
-    println!(
-        "UFM: K={} d={} {} (N={}), loss {}, lambda_W={} lambda_H={} lambda_b={}, bias {}",
-        problem.n_classes(),
-        problem.feature_dim(),
-        sizes,
-        problem.n_samples(),
-        c.loss,
-        c.lambda_w,
-        c.lambda_h,
-        c.lambda_b,
-        if c.bias { "yes" } else { "no" }
-    );
+    println!("{}", problem.describe());
     let r = &s.report;
     if device != "cpu" {
         println!("device             {device}");
