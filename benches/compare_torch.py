@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Time one full-batch UFM gradient-descent step (cross-entropy, K=10, d=512, n=500 per class,
-N=5000) in PyTorch (CPU, f32, hand-written gradient) and NumPy (f64), and compare with
+"""Time one full-batch UFM gradient-descent step (cross-entropy, K=10, d=512, n=5000 per class,
+N=50,000) in PyTorch (CPU, f32, hand-written gradient) and NumPy (f64), and compare with
 `ufm solve --optimizer gd` (our fused step) in f32 and f64, all on the same number of threads.
 
 Usage (after `cargo build --release`):
@@ -19,7 +19,7 @@ ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--iters", type=int, default=200)
 ap.add_argument("--classes", type=int, default=10)
 ap.add_argument("--dim", type=int, default=512)
-ap.add_argument("--per-class", type=int, default=500)
+ap.add_argument("--per-class", type=int, default=5000)
 ap.add_argument("--bin", default="target/release/ufm")
 args = ap.parse_args()
 for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "RAYON_NUM_THREADS"):
