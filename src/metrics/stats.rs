@@ -558,4 +558,33 @@ mod tests {
         acc.push(x.view(), &[0, 1]).unwrap();
         assert!(acc.finish().unwrap_err().to_string().contains("[2]"));
     }
+
+    #[test]
+    fn non_finite_values_are_found_in_every_lane_and_the_remainder() {
+        // d = 19: two full 8-lane chunks and a remainder of 3.
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            for col in [0, 5, 8, 15, 16, 18] {
+                let mut x = Array2::<f64>::from_elem((4, 19), 1.5);
+                x[[2, col]] = bad;
+                assert_eq!(
+                    first_non_finite_row(x.view()),
+                    Some(2),
+                    "{bad} at column {col}"
+                );
+                let x32 = x.mapv(|v| v as f32);
+                assert_eq!(
+                    first_non_finite_row(x32.view()),
+                    Some(2),
+                    "f32 {bad} at column {col}"
+                );
+            }
+        }
+        let clean = Array2::<f64>::from_elem((3, 19), -2.0);
+        assert_eq!(first_non_finite_row(clean.view()), None);
+        // The lane-parallel sum of squared deviations equals the plain sum.
+        let r: Vec<f64> = (0..19).map(|j| j as f64 * 0.7 - 3.0).collect();
+        let mu: Vec<f64> = (0..19).map(|j| (j % 5) as f64).collect();
+        let plain: f64 = r.iter().zip(&mu).map(|(a, b)| (a - b) * (a - b)).sum();
+        assert!((lanes_sq_dev(&r, &mu) - plain).abs() < 1e-12 * plain);
+    }
 }
