@@ -23,7 +23,7 @@
 //! | [`backend`] | `Backend` trait: CPU reference and CUDA (NVRTC kernels in `kernels/`, cuBLAS), `--device` |
 //! | [`nn`] | network training with hand-written layers (MLP, ResNet-18), data sets, `ufm train`/`validate` |
 //! | [`linalg`] | faer-backed symmetric eigensolver and SVD |
-//! | [`io`] | atomic writes, `.npz` export |
+//! | [`io`] | atomic writes, `.npz` export and import of UFM points |
 //! | [`plot`] | PNG + SVG figures with an embedded font |
 //!
 //! Everything numerical is generic over [`Real`] (`f64` for theory checks, `f32` for speed).

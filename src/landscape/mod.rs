@@ -142,63 +142,6 @@ pub fn hessian_report(p: &UfmProblem, x: &[f64], opts: &HessianOptions) -> Resul
     })
 }
 
-/// Loads a point saved by `ufm solve --save` (arrays `W` $K\times d$, `H` $d\times N$, `b`) as a
-/// flat parameter vector of `p`, checking every shape against `p`.
-pub fn load_point_npz(path: &std::path::Path, p: &UfmProblem) -> Result<Vec<f64>> {
-    use crate::error::Error;
-    use ndarray::{Array1, Array2};
-    let f = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
-    let mut npz = ndarray_npy::NpzReader::new(f)
-        .map_err(|e| Error::format(path, format!("not an .npz file: {e}")))?;
-    // f64 arrays, or f32 ones (from `ufm solve --precision f32 --save`) widened exactly.
-    let mut get = |name: &str| -> Option<ndarray::ArrayD<f64>> {
-        let a: Option<ndarray::ArrayD<f64>> = npz.by_name(name).ok();
-        a.or_else(|| {
-            let a: ndarray::ArrayD<f32> = npz.by_name(name).ok()?;
-            Some(a.mapv(f64::from))
-        })
-    };
-    let two = |a: Option<ndarray::ArrayD<f64>>, name: &str| -> Result<Array2<f64>> {
-        a.and_then(|a| a.into_dimensionality().ok()).ok_or_else(|| {
-            Error::format(
-                path,
-                format!("no f32/f64 2-D array `{name}` (as written by `ufm solve --save`)"),
-            )
-        })
-    };
-    let w = two(get("W"), "W")?;
-    let h = two(get("H"), "H")?;
-    let b: Option<Array1<f64>> = get("b").and_then(|a| a.into_dimensionality().ok());
-    let labels: Option<ndarray::ArrayD<i64>> = npz.by_name("labels").ok();
-    if let Some(l) = labels {
-        if l.len() != p.n_samples() || l.iter().zip(p.labels()).any(|(&a, &b)| a != b as i64) {
-            return Err(Error::format(
-                path,
-                "its `labels` differ from the problem's (class sizes); pass the --classes/--per-class/--class-sizes the point was solved with",
-            ));
-        }
-    }
-    let (k, d, n) = (p.n_classes(), p.feature_dim(), p.n_samples());
-    if w.dim() != (k, d) || h.dim() != (d, n) {
-        return Err(Error::format(
-            path,
-            format!(
-                "W is {:?} and H is {:?}, but the problem flags give W {k}x{d}, H {d}x{n}; \
-                 pass the --classes/--per-class/--dim the point was solved with",
-                w.dim(),
-                h.dim()
-            ),
-        ));
-    }
-    let x = p.join(w.view(), h.t(), b.as_ref().map(|b| b.view()))?;
-    if !crate::real::all_finite(&x) {
-        return Err(Error::NonFinite {
-            what: format!("the arrays in {}", path.display()),
-        });
-    }
-    Ok(x)
-}
-
 #[cfg(test)]
 mod tests {
     use super::critical::newton_polish;

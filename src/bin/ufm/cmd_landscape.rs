@@ -11,9 +11,7 @@ use ufm::landscape::sweep::{
     merge_shards, read_shard, run_sweep, summarize, write_shard, write_summary, CellSummary,
     SweepSpec,
 };
-use ufm::landscape::{
-    analyse_saddle, hessian_report, load_point_npz, HessianOptions, LanczosOptions,
-};
+use ufm::landscape::{analyse_saddle, hessian_report, HessianOptions, LanczosOptions};
 use ufm::solver::{solve, OptimizerSpec};
 use ufm::ufm::UfmProblem;
 
@@ -108,7 +106,7 @@ pub fn run_hessian(args: HessianArgs) -> Result<()> {
     let p = args.problem.config()?.build()?;
     let spec = args.solver.spec()?;
     let x = match &args.load {
-        Some(path) => load_point_npz(path, &p)?,
+        Some(path) => ufm::io::load_ufm_npz(path, &p)?,
         None => {
             let mut x = solve(&p, &spec, None)?.x;
             if !args.no_polish {
