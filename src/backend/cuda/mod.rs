@@ -465,6 +465,42 @@ impl CudaBackend {
         }
     }
 
+    /// Launches a forward kernel `f` (logits, loss, $G$ into `g`, two f64 partial sums per
+    /// block into `pf`) over `blocks` blocks: shared by the fused pass and the value pass.
+    #[allow(clippy::too_many_arguments)]
+    fn launch_fwd<T: GpuReal>(
+        &self,
+        f: &CudaFunction,
+        name: String,
+        (h, w, b): (&CudaView<'_, T>, &CudaView<'_, T>, &CudaView<'_, T>),
+        has_b: i32,
+        labels: &CudaSlice<u32>,
+        (ni, di, ki): (i32, i32, i32),
+        inv_n: T,
+        g: &mut CudaSlice<T>,
+        pf: &mut CudaViewMut<'_, f64>,
+        blocks: usize,
+    ) -> Result<()> {
+        let mut lb = self.stream.launch_builder(f);
+        lb.arg(h)
+            .arg(w)
+            .arg(b)
+            .arg(&has_b)
+            .arg(labels)
+            .arg(&ni)
+            .arg(&di)
+            .arg(&ki)
+            .arg(&inv_n)
+            .arg(g)
+            .arg(pf);
+        // SAFETY: callers pass h N*d, w K*d, b K (or empty with has_b = 0: never read), labels
+        // N values < K (validated by UfmProblem), g N*K, pf 2 values per block of `blocks`
+        // blocks; the kernel grid-strides within n, d, k.
+        unsafe { lb.launch(Self::launch_cfg((blocks, 1, 1), (THREADS, 1, 1), 0)) }
+            .map_err(drv(name))?;
+        Ok(())
+    }
+
     /// The fused pass (K <= 32): with [`X::Step`] `x` is updated in place, with [`X::Read`]
     /// the gradient goes to `grad`. Returns $(f,\lVert\nabla f\rVert)$ at the input point.
     fn fused_pass<T: GpuReal>(
@@ -513,23 +549,18 @@ impl CudaBackend {
         {
             let (wv, hv, bv) = (x.view(0..kd), x.view(kd..kd + nd), x.view(kd + nd..x.len()));
             let mut pf = s.partials.slice_mut(off[0]..off[1]);
-            let mut lb = self.stream.launch_builder(&f_fwd);
-            lb.arg(&hv)
-                .arg(&wv)
-                .arg(&bv)
-                .arg(&has_b)
-                .arg(&s.labels)
-                .arg(&ni)
-                .arg(&di)
-                .arg(&ki)
-                .arg(&inv_n)
-                .arg(&mut s.g)
-                .arg(&mut pf);
-            // SAFETY: h is N*d, w K*d, b K (or empty with has_b = 0: never read), labels N
-            // values < K (validated by UfmProblem), g N*K, pf 2 values per block of `fwd`
-            // blocks; the kernel grid-strides within n, d, k.
-            unsafe { lb.launch(Self::launch_cfg((geo.fwd, 1, 1), (THREADS, 1, 1), 0)) }
-                .map_err(drv(kernels::fwd(loss, kb, T::NAME)))?;
+            self.launch_fwd(
+                &f_fwd,
+                kernels::fwd(loss, kb, T::NAME),
+                (&hv, &wv, &bv),
+                has_b,
+                &s.labels,
+                (ni, di, ki),
+                inv_n,
+                &mut s.g,
+                &mut pf,
+                geo.fwd,
+            )?;
         }
         {
             let mut pb = s.partials.slice_mut(off[1]..off[2]);
@@ -1074,22 +1105,18 @@ impl<T: GpuReal> Backend<T> for CudaBackend {
         }
         {
             let mut pf = s.partials.slice_mut(0..fwd_end);
-            let mut lb = self.stream.launch_builder(&f_fwd);
-            lb.arg(&h)
-                .arg(&w)
-                .arg(&b)
-                .arg(&has_b)
-                .arg(&s.labels)
-                .arg(&ni)
-                .arg(&di)
-                .arg(&ki)
-                .arg(&inv_n)
-                .arg(&mut s.g)
-                .arg(&mut pf);
-            // SAFETY: as in the fused pass: h N*d, w K*d, b K or unread, labels < K, g N*K,
-            // pf 2 per block.
-            unsafe { lb.launch(Self::launch_cfg((geo.fwd, 1, 1), (THREADS, 1, 1), 0)) }
-                .map_err(drv(kernels::fwd(loss, kb, T::NAME)))?;
+            self.launch_fwd(
+                &f_fwd,
+                kernels::fwd(loss, kb, T::NAME),
+                (&h, &w, &b),
+                has_b,
+                &s.labels,
+                (ni, di, ki),
+                inv_n,
+                &mut s.g,
+                &mut pf,
+                geo.fwd,
+            )?;
         }
         let mut pw = s.partials.slice_mut(fwd_end..fwd_end + sq);
         let wb = self.sumsq::<T>(&w, kd, &mut pw)?;
