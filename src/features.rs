@@ -2,15 +2,18 @@
 //!
 //! | format | features $H$ ($N\times d$) | labels $y$ ($N$) | classifier $W$ ($K\times d$), $b$ ($K$) |
 //! |---|---|---|---|
-//! | `.npy` | `f32`/`f64`, C or Fortran order, either byte order; **streamed** in row chunks | any integer dtype | `f32`/`f64` |
+//! | `.npy` | `f32`/`f64`, C or Fortran order, either byte order; **memory-mapped** (C order, native byte order) or **streamed** in row chunks | any integer dtype | `f32`/`f64` |
 //! | `.safetensors` | tensor `features` (`F32`/`F64`); **streamed** | `labels` (`I64`/`I32`/...) | `W`, `b` |
-//! | `.npz` (`np.savez`, `np.savez_compressed`) | array `features`; read into memory | `labels` | `W`, `b` |
+//! | `.npz` (`np.savez`, `np.savez_compressed`) | array `features`; mapped or streamed like `.npy` when stored uncompressed (`np.savez`), read into memory when compressed | `labels` | `W`, `b` |
 //!
-//! A streamed file is never loaded whole: [`FeatureSource`] reads the header, checks that
-//! the file holds all $N\cdot d$ values, then reads row chunks on demand (a Fortran-order file is
-//! read column segment by column segment and transposed in the chunk), so the memory beyond
-//! the accumulators is one chunk (default about 16 MiB). Labels are read whole ($4N$ bytes as
-//! `u32`).
+//! A streamed file is never loaded whole: [`FeatureSource`] reads the header and checks that
+//! the file holds all $N\cdot d$ values. A C-order array in the machine's byte order is then
+//! **memory-mapped** and read in place from the page cache (no copy, no buffer; a second pass
+//! costs no I/O while the file fits in memory, and larger files are paged in and out by the
+//! kernel); any other layout, or [`FeatureSource::with_mmap`]`(false)` (`--no-mmap`), reads
+//! row chunks on demand (a Fortran-order file column segment by column segment, transposed in
+//! the chunk), so the memory beyond the accumulators is one chunk (default about 16 MiB).
+//! Labels are read whole ($4N$ bytes as `u32`).
 //!
 //! **Bundles** (`.npz`, `.safetensors`) hold several arrays under these names:
 //! features `features` ($N\times d$) or `H` (the paper's $d\times N$, as written by
@@ -22,10 +25,12 @@
 
 use crate::error::{Error, Result};
 use crate::metrics::{FeatureChunk, FeatureStream};
-use ndarray::{Array1, Array2, ArrayD, IxDyn, ShapeBuilder};
+use memmap2::Mmap;
+use ndarray::{Array1, Array2, ArrayD, ArrayView2, IxDyn, ShapeBuilder};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Element type of a stored array.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,6 +93,13 @@ fn read_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
 pub fn npy_header(path: &Path) -> Result<RawArray> {
     let mut f = File::open(path).map_err(|e| Error::io("open", path, e))?;
     let file_len = f.metadata().map_err(read_err(path))?.len();
+    npy_header_in(path, &mut f, 0, file_len)
+}
+
+/// The `.npy` header of an array stored at bytes `base..end` of `f` (a whole `.npy` file, or
+/// an uncompressed member of an `.npz` archive).
+fn npy_header_in(path: &Path, f: &mut File, base: u64, end: u64) -> Result<RawArray> {
+    f.seek(SeekFrom::Start(base)).map_err(read_err(path))?;
     let mut magic = [0u8; 8];
     f.read_exact(&mut magic)
         .map_err(|_| Error::format(path, "too short to be a .npy file (no header)"))?;
@@ -124,7 +136,7 @@ pub fn npy_header(path: &Path) -> Result<RawArray> {
     let offset = f.stream_position().map_err(read_err(path))?;
     let mut raw = parse_npy_dict(path, &header)?;
     raw.offset = offset;
-    check_length(&raw, file_len)?;
+    check_length(&raw, end)?;
     Ok(raw)
 }
 
@@ -494,6 +506,9 @@ pub fn read_vector(path: &Path) -> Result<Array1<f64>> {
 enum Backing {
     /// A raw array in a file, streamed.
     File(RawArray),
+    /// A raw array in a memory-mapped file (C order, native byte order, aligned): the page
+    /// cache is read in place, with no copy and no buffer.
+    Mapped(RawArray, Arc<(File, Mmap)>),
     /// In memory, `f64`, C order, possibly to be read transposed.
     MemF64(Array2<f64>),
     /// In memory, `f32`.
@@ -541,7 +556,53 @@ impl FeatureSource {
             n,
             d,
             backing: Backing::File(raw),
-        })
+        }
+        .with_mmap(true))
+    }
+
+    /// Reads the file through a memory map when its layout allows it (C order, native byte
+    /// order, data aligned for its dtype) and the map succeeds; otherwise keeps streaming
+    /// it in chunks. A mapped file is read in place from the page cache: no copy, no buffer,
+    /// and a second pass costs no I/O while the file fits in memory (files larger than memory
+    /// still work: the kernel pages them in and out). The file must not be truncated while it
+    /// is mapped (the process would get `SIGBUS`); pass `mmap = false` (`--no-mmap`) for files
+    /// that another program may rewrite during the run.
+    pub fn with_mmap(self, mmap: bool) -> Self {
+        let raw = match self.backing {
+            Backing::File(raw) if mmap => raw,
+            Backing::Mapped(raw, _) if !mmap => {
+                return FeatureSource {
+                    backing: Backing::File(raw),
+                    ..self
+                }
+            }
+            _ => return self,
+        };
+        let size = raw.dtype.size();
+        let native = raw.big_endian == cfg!(target_endian = "big");
+        let aligned = size > 0 && raw.offset % size as u64 == 0;
+        let map = (native && !raw.fortran && aligned && self.n * self.d > 0)
+            .then(|| File::open(&raw.path).ok())
+            .flatten()
+            // SAFETY: the map is only read, and only within the length checked against the
+            // header (and again before every pass); the documented condition is that the file
+            // is not truncated while a pass runs.
+            .and_then(|f| unsafe { Mmap::map(&f) }.ok().map(|m| (f, m)))
+            .filter(|(_, m)| m.len() as u64 >= raw.offset + (self.n * self.d * size) as u64);
+        let backing = match map {
+            Some((f, m)) => {
+                #[cfg(unix)]
+                let _ = m.advise(memmap2::Advice::Sequential);
+                Backing::Mapped(raw, Arc::new((f, m)))
+            }
+            None => Backing::File(raw),
+        };
+        FeatureSource { backing, ..self }
+    }
+
+    /// Whether the rows are read through a memory map.
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.backing, Backing::Mapped(..))
     }
 
     /// In-memory `f64` features ($N\times d$).
@@ -566,7 +627,7 @@ impl FeatureSource {
 
     /// Whether the rows are streamed from disk.
     pub fn is_streamed(&self) -> bool {
-        matches!(self.backing, Backing::File(_))
+        matches!(self.backing, Backing::File(_) | Backing::Mapped(..))
     }
 
     fn read_rows(&self, raw: &RawArray, f: &mut File, r0: usize, r1: usize) -> Result<ChunkBuf> {
@@ -623,6 +684,9 @@ impl FeatureStream for FeatureSource {
     fn name(&self) -> String {
         self.name.clone()
     }
+    fn in_memory(&self) -> bool {
+        !matches!(self.backing, Backing::File(_))
+    }
     fn n_rows(&self) -> usize {
         self.n
     }
@@ -638,6 +702,43 @@ impl FeatureStream for FeatureSource {
         match &self.backing {
             Backing::MemF64(a) => crate::metrics::InMemory::from(a.view()).for_each_chunk(step, f),
             Backing::MemF32(a) => crate::metrics::InMemory::from(a.view()).for_each_chunk(step, f),
+            Backing::Mapped(raw, fm) => {
+                let (file, map) = (&fm.0, &fm.1);
+                let (len, start) = (self.n * self.d, raw.offset as usize);
+                let end = start + len * raw.dtype.size();
+                // A file that shrank since it was opened would fault (SIGBUS) on the missing
+                // pages: check before every pass.
+                let now = file
+                    .metadata()
+                    .map_err(|e| Error::io("stat", &raw.path, e))?
+                    .len();
+                if now < end as u64 {
+                    return Err(Error::format(
+                        &raw.path,
+                        format!("truncated while reading feature rows: the file shrank to {now} bytes after it was opened (it needs {end})"),
+                    ));
+                }
+                let bytes = &map[start..end];
+                // SAFETY: `with_mmap` only maps native-byte-order data whose offset is a
+                // multiple of the element size (the map itself is page aligned), and checked
+                // that the map holds all `len` elements; every bit pattern is a valid float.
+                match raw.dtype {
+                    Dtype::F32 => {
+                        let v = unsafe {
+                            std::slice::from_raw_parts(bytes.as_ptr().cast::<f32>(), len)
+                        };
+                        let a = ArrayView2::from_shape((self.n, self.d), v).expect("shape");
+                        crate::metrics::InMemory::from(a).for_each_chunk(step, f)
+                    }
+                    _ => {
+                        let v = unsafe {
+                            std::slice::from_raw_parts(bytes.as_ptr().cast::<f64>(), len)
+                        };
+                        let a = ArrayView2::from_shape((self.n, self.d), v).expect("shape");
+                        crate::metrics::InMemory::from(a).for_each_chunk(step, f)
+                    }
+                }
+            }
             Backing::File(raw) => {
                 let mut file =
                     File::open(&raw.path).map_err(|e| Error::io("open", &raw.path, e))?;
@@ -707,7 +808,37 @@ const B_NAMES: &[&str] = &["b", "bias", "fc.bias"];
 /// A bundle's arrays: raw (streamable) for safetensors, in memory for `.npz`.
 enum Bundle {
     Raw(Vec<(String, RawArray)>),
-    Npz(PathBuf, Vec<String>),
+    /// The archive, its array names, and the arrays stored uncompressed (`np.savez`), which
+    /// are streamed or mapped like `.npy` files.
+    Npz(PathBuf, Vec<String>, Vec<(String, RawArray)>),
+}
+
+/// The members of an `.npz` archive stored without compression (`np.savez`), as raw arrays
+/// inside the archive file; compressed members (`np.savez_compressed`) are left out.
+fn npz_stored_members(path: &Path) -> Result<Vec<(String, RawArray)>> {
+    let f = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let mut za = zip::ZipArchive::new(f)
+        .map_err(|e| Error::format(path, format!("not a readable .npz (zip) archive: {e}")))?;
+    let mut spans = Vec::new();
+    for i in 0..za.len() {
+        let zf = za
+            .by_index_raw(i)
+            .map_err(|e| Error::format(path, format!("corrupt .npz member {i}: {e}")))?;
+        if zf.compression() == zip::CompressionMethod::Stored {
+            if let Some(name) = zf.name().strip_suffix(".npy") {
+                spans.push((name.to_string(), zf.data_start(), zf.size()));
+            }
+        }
+    }
+    let mut f = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    spans
+        .into_iter()
+        .map(|(name, start, size)| {
+            let raw = npy_header_in(path, &mut f, start, start + size)
+                .map_err(|e| Error::format(path, format!("array `{name}`: {e}")))?;
+            Ok((name, raw))
+        })
+        .collect()
 }
 
 impl Bundle {
@@ -724,7 +855,8 @@ impl Bundle {
                     Error::format(path, format!("not a readable .npz (zip) archive: {e}"))
                 })?;
                 let names = z.names().map_err(|e| npz_error(path, "", e))?;
-                Ok(Bundle::Npz(path.to_path_buf(), names))
+                let stored = npz_stored_members(path)?;
+                Ok(Bundle::Npz(path.to_path_buf(), names, stored))
             }
             "safetensors" => Ok(Bundle::Raw(safetensors_header(path)?)),
             _ => Err(Error::format(
@@ -737,7 +869,7 @@ impl Bundle {
     fn names(&self) -> Vec<String> {
         match self {
             Bundle::Raw(v) => v.iter().map(|(n, _)| n.clone()).collect(),
-            Bundle::Npz(_, n) => n.clone(),
+            Bundle::Npz(_, n, _) => n.clone(),
         }
     }
 
@@ -751,8 +883,9 @@ impl Bundle {
 
     fn raw(&self, name: &str) -> Option<&RawArray> {
         match self {
-            Bundle::Raw(v) => v.iter().find(|(n, _)| n == name).map(|(_, r)| r),
-            Bundle::Npz(..) => None,
+            Bundle::Raw(v) | Bundle::Npz(_, _, v) => {
+                v.iter().find(|(n, _)| n == name).map(|(_, r)| r)
+            }
         }
     }
 
@@ -769,7 +902,7 @@ impl Bundle {
                     values_f32: None,
                 })
             }
-            Bundle::Npz(path, _) => npz_array(path, name, keep_f32),
+            Bundle::Npz(path, _, _) => npz_array(path, name, keep_f32),
         }
     }
 }

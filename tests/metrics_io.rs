@@ -72,7 +72,14 @@ fn npy_features_in_every_dtype_and_order_are_streamed_correctly() {
     ] {
         let src = FeatureSource::open_npy(&fixture(name)).unwrap();
         assert!(src.is_streamed());
+        // C order in the machine's byte order is read in place through a memory map; the
+        // other layouts (and `--no-mmap`) by chunked reads: both must give the same values.
+        let native_c = name.ends_with("_c.npy") && cfg!(target_endian = "little");
+        assert_eq!(src.is_mapped(), native_c, "{name}");
         assert_features(&src, f32_);
+        let read = src.with_mmap(false);
+        assert!(!read.is_mapped() && read.is_streamed());
+        assert_features(&read, f32_);
     }
 }
 
@@ -120,11 +127,19 @@ fn bundles_hold_features_labels_and_classifier() {
         assert_eq!(inp.b.expect("b")[2], 0.1 * 2.0);
         assert!(inp.test.is_none());
     }
-    // safetensors features are streamed from disk, npz ones are read into memory.
-    assert!(features::open_bundle(&fixture("bundle.safetensors"))
-        .unwrap()
-        .features
-        .is_streamed());
+    // safetensors features and uncompressed npz members are streamed from disk (mapped in
+    // place when C order); compressed npz members are read into memory.
+    for (name, streamed) in [
+        ("bundle.safetensors", true),
+        ("bundle.npz", true),
+        ("bundle_compressed.npz", false),
+    ] {
+        let f = features::open_bundle(&fixture(name)).unwrap().features;
+        assert_eq!(f.is_streamed(), streamed, "{name}");
+        if streamed {
+            assert_features(&f.with_mmap(false), true);
+        }
+    }
 }
 
 #[test]
@@ -160,17 +175,29 @@ fn corrupt_and_truncated_files_are_named_errors() {
 
 #[test]
 fn a_file_that_shrinks_while_streaming_is_an_error_not_a_panic() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("h.npy");
-    std::fs::copy(fixture("h_f64_c.npy"), &p).unwrap();
-    let src = FeatureSource::open_npy(&p).unwrap();
-    let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
-    f.set_len(200).unwrap();
-    let e = src
-        .for_each_chunk(4, &mut |_, _| Ok(()))
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("h.npy") && e.contains("truncated"), "{e}");
+    for mmap in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("h.npy");
+        std::fs::copy(fixture("h_f64_c.npy"), &p).unwrap();
+        let src = FeatureSource::open_npy(&p).unwrap().with_mmap(mmap);
+        assert_eq!(src.is_mapped(), mmap && cfg!(target_endian = "little"));
+        let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+        f.set_len(200).unwrap();
+        let e = src
+            .for_each_chunk(4, &mut |_, c| {
+                // Touch the data, as a real pass does.
+                if let FeatureChunk::F64(a) = c {
+                    assert!(a.sum().is_finite() || a.sum().is_nan());
+                }
+                Ok(())
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("h.npy") && e.contains("truncated"),
+            "mmap={mmap}: {e}"
+        );
+    }
 }
 
 #[test]

@@ -651,8 +651,11 @@ fn classifier_offsets(
     c
 }
 
-/// Rows per parallel work item of the second pass.
-const SUB: usize = 512;
+/// Rows per parallel work item of the second pass: the centred `f64` block (`sub · d · 8`
+/// bytes) is kept near 256 KiB so that it stays in L2 for the GEMM that reads it back.
+fn sub_rows(d: usize) -> usize {
+    ((256 << 10) / (8 * d)).clamp(16, 512)
+}
 
 /// Second pass: $P=\frac1N\sum_i z_iz_i^\top$ with $z_i=\bar M^\top(h_i-\mu_{y_i})$ (when
 /// `want_p`), and the number of samples on which the nearest-centre rule agrees with
@@ -668,7 +671,7 @@ fn second_pass(
     cls: Option<(ArrayView2<f64>, ArrayView2<f64>)>,
     chunk_rows: usize,
 ) -> Result<(Array2<f64>, Option<u64>)> {
-    let k = stats.n_classes();
+    let (k, d) = (stats.n_classes(), stats.feature_dim());
     // One GEMM against [M̄ᵀ; W] (K or 2K rows).
     let proj: Array2<f64> = match cls {
         Some((w, _)) => ndarray::concatenate(Axis(0), &[mt.view(), w]).expect("same width"),
@@ -679,14 +682,17 @@ fn second_pass(
     let mut agree = 0u64;
     features.for_each_chunk(chunk_rows, &mut |r0, chunk| {
         let ys = &labels[r0..r0 + chunk.nrows()];
-        let n_sub = chunk.nrows().div_ceil(SUB);
+        let sub = sub_rows(d);
+        let n_sub = chunk.nrows().div_ceil(sub);
         let per_thread = n_sub.div_ceil(rayon::current_num_threads()).max(1);
-        let work = |i: usize| -> (Array2<f64>, u64) {
-            let (a, e) = (i * SUB, ((i + 1) * SUB).min(chunk.nrows()));
-            let xc = match chunk {
-                FeatureChunk::F32(x) => centre(x.slice(s![a..e, ..]), &ys[a..e], &stats.means),
-                FeatureChunk::F64(x) => centre(x.slice(s![a..e, ..]), &ys[a..e], &stats.means),
-            };
+        let work = |buf: &mut Vec<f64>, i: usize| -> (Array2<f64>, u64) {
+            let (a, e) = (i * sub, ((i + 1) * sub).min(chunk.nrows()));
+            buf.resize((e - a) * d, 0.0);
+            match chunk {
+                FeatureChunk::F32(x) => centre(x.slice(s![a..e, ..]), &ys[a..e], &stats.means, buf),
+                FeatureChunk::F64(x) => centre(x.slice(s![a..e, ..]), &ys[a..e], &stats.means, buf),
+            }
+            let xc = ArrayView2::from_shape((e - a, d), &buf[..]).expect("block shape");
             let z = xc.dot(&proj.t()); // B x K (or B x 2K)
             let mut pp = Array2::<f64>::zeros((k, k));
             let zk = z.slice(s![.., ..k]);
@@ -721,7 +727,7 @@ fn second_pass(
         let (pp, agr) = (0..n_sub)
             .into_par_iter()
             .with_min_len(per_thread)
-            .map(work)
+            .map_init(Vec::new, work)
             .reduce(
                 || (Array2::<f64>::zeros((k, k)), 0u64),
                 |(mut a, x), (b, y)| {
@@ -737,14 +743,17 @@ fn second_pass(
     Ok((p, cls.map(|_| agree)))
 }
 
-/// $h_i-\mu_{y_i}$ in `f64`.
-fn centre<T: crate::Real>(x: ArrayView2<T>, ys: &[u32], means: &Array2<f64>) -> Array2<f64> {
-    let mut out = Array2::<f64>::zeros(x.dim());
-    for ((mut o, r), &y) in out.outer_iter_mut().zip(x.outer_iter()).zip(ys) {
-        let m = means.row(y as usize);
-        for ((o, &v), &mu) in o.iter_mut().zip(r.iter()).zip(m.iter()) {
-            *o = v.to_f64_() - mu;
+/// $h_i-\mu_{y_i}$ in `f64`, written row-major into `out` (`x.nrows() · d` long).
+fn centre<T: crate::Real>(x: ArrayView2<T>, ys: &[u32], means: &Array2<f64>, out: &mut [f64]) {
+    match (x.as_slice(), means.as_slice()) {
+        (Some(rows), Some(m)) => super::kernels::centre_rows(rows, x.ncols(), ys, m, out),
+        _ => {
+            for ((o, r), &y) in out.chunks_exact_mut(x.ncols()).zip(x.outer_iter()).zip(ys) {
+                let m = means.row(y as usize);
+                for ((o, &v), &mu) in o.iter_mut().zip(r.iter()).zip(m.iter()) {
+                    *o = v.to_f64_() - mu;
+                }
+            }
         }
     }
-    out
 }

@@ -33,6 +33,7 @@
 
 pub mod compute;
 pub mod distance;
+mod kernels;
 pub mod nc1;
 pub mod nc2;
 pub mod nc3;

@@ -19,6 +19,7 @@
 //!
 //! Memory: $O(d^2+Kd)$ (the scatter, the class sums), independent of $N$.
 
+use super::kernels;
 use crate::error::{Error, Result};
 use crate::real::Real;
 use ndarray::{Array1, Array2, ArrayView2, Axis};
@@ -127,11 +128,6 @@ impl ClassStats {
                 self.k
             )));
         }
-        if let Some(i) = first_non_finite_row(x) {
-            return Err(Error::NonFinite {
-                what: format!("feature row {}", first_row + i),
-            });
-        }
         // Without the scatter: pieces of at most CHUNK rows, two per thread when the batch
         // allows. With it: CHUNK-row pieces, so that each syrk amortises the d x d traffic.
         let threads = rayon::current_num_threads();
@@ -141,32 +137,52 @@ impl ClassStats {
             x.nrows().div_ceil(2 * threads).clamp(256, CHUNK)
         };
         let n_chunks = x.nrows().div_ceil(piece);
-        if n_chunks <= 1 || threads == 1 {
-            self.absorb(x, labels);
-            return Ok(());
-        }
         let (k, d, sc) = (self.k, self.d, self.scatter.is_some());
-        // One accumulator per thread: bounded memory (threads x d^2), no d x d temporaries.
-        let per_thread = n_chunks.div_ceil(threads).max(1);
-        let part = x
-            .axis_chunks_iter(Axis(0), piece)
-            .into_par_iter()
-            .zip(labels.par_chunks(piece))
-            .with_min_len(per_thread)
-            .fold(
-                || ClassStats::with_scatter(k, d, sc),
-                |mut acc, (xc, lc)| {
-                    acc.absorb(xc, lc);
-                    acc
+        // The batch is summarised on its own, checked, and only then merged, so that a batch
+        // with a NaN leaves the running totals untouched.
+        let part = if n_chunks <= 1 || threads == 1 {
+            let mut p = ClassStats::with_scatter(k, d, sc);
+            p.absorb(x, labels);
+            p
+        } else {
+            // One accumulator per thread: bounded memory (threads x d^2), no d x d temporaries.
+            let per_thread = n_chunks.div_ceil(threads).max(1);
+            x.axis_chunks_iter(Axis(0), piece)
+                .into_par_iter()
+                .zip(labels.par_chunks(piece))
+                .with_min_len(per_thread)
+                .fold(
+                    || ClassStats::with_scatter(k, d, sc),
+                    |mut acc, (xc, lc)| {
+                        acc.absorb(xc, lc);
+                        acc
+                    },
+                )
+                .reduce_with(|mut a, b| {
+                    a.merge_unchecked(b);
+                    a
+                })
+                .unwrap_or_else(|| ClassStats::with_scatter(k, d, sc))
+        };
+        // A NaN or an infinity anywhere in the batch reaches its class sum and so its mean and
+        // sum of squares: checking those K(d+1) numbers replaces a screen of every value. Only
+        // then is the offending row looked for.
+        let finite =
+            part.means.iter().all(|v| v.is_finite()) && part.class_ss.iter().all(|v| v.is_finite());
+        if !finite {
+            return Err(match first_non_finite_row(x) {
+                Some(i) => Error::NonFinite {
+                    what: format!("feature row {}", first_row + i),
                 },
-            )
-            .reduce_with(|mut a, b| {
-                a.merge_unchecked(b);
-                a
+                None => Error::numerical(
+                    "class statistics",
+                    format!(
+                        "sums of the finite feature rows {first_row}.. overflow f64; rescale the features"
+                    ),
+                ),
             });
-        if let Some(p) = part {
-            self.merge_unchecked(p);
         }
+        self.merge_unchecked(part);
         Ok(())
     }
 
@@ -177,12 +193,17 @@ impl ClassStats {
         let (k, d) = (self.k, self.d);
         let mut counts = vec![0u64; k];
         let mut means = Array2::<f64>::zeros((k, d));
-        for (row, &y) in x.outer_iter().zip(labels) {
-            let y = y as usize;
-            counts[y] += 1;
-            let mut m = means.row_mut(y);
-            for (a, &v) in m.iter_mut().zip(row.iter()) {
-                *a += v.to_f64_();
+        match (x.as_slice(), means.as_slice_mut()) {
+            (Some(rows), Some(sums)) => kernels::class_sums(rows, d, labels, sums, &mut counts),
+            _ => {
+                for (row, &y) in x.outer_iter().zip(labels) {
+                    let y = y as usize;
+                    counts[y] += 1;
+                    let mut m = means.row_mut(y);
+                    for (a, &v) in m.iter_mut().zip(row.iter()) {
+                        *a += v.to_f64_();
+                    }
+                }
             }
         }
         for (mut m, &c) in means.outer_iter_mut().zip(&counts) {
@@ -209,7 +230,7 @@ impl ClassStats {
                 for (row, &y) in x.outer_iter().zip(labels) {
                     let m = means.row(y as usize);
                     let ss: f64 = match (row.as_slice(), m.as_slice()) {
-                        (Some(r), Some(mu)) => lanes_sq_dev(r, mu),
+                        (Some(r), Some(mu)) => kernels::sq_dev(r, mu),
                         _ => row
                             .iter()
                             .zip(m.iter())
@@ -297,27 +318,6 @@ impl ClassStats {
             class_ss: self.class_ss,
         })
     }
-}
-
-/// $\sum_j(r_j-\mu_j)^2$ with eight independent accumulators, so the reduction vectorises
-/// (a single running sum is bound by the latency of one floating-point add per element).
-#[inline]
-fn lanes_sq_dev<T: Real>(r: &[T], mu: &[f64]) -> f64 {
-    let mut acc = [0.0f64; 8];
-    let (rc, mc) = (r.chunks_exact(8), mu.chunks_exact(8));
-    let (rr, mr) = (rc.remainder(), mc.remainder());
-    for (a, b) in rc.zip(mc) {
-        for j in 0..8 {
-            let t = a[j].to_f64_() - b[j];
-            acc[j] += t * t;
-        }
-    }
-    let mut s: f64 = acc.iter().sum();
-    for (&a, &b) in rr.iter().zip(mr) {
-        let t = a.to_f64_() - b;
-        s += t * t;
-    }
-    s
 }
 
 /// Whether every entry is finite: $\sum_j 0\cdot r_j$ is NaN exactly when some entry is NaN or
@@ -436,6 +436,7 @@ impl FeatureStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ndarray::s;
     use rand::SeedableRng;
     use rand_distr::{Distribution, StandardNormal};
 
@@ -559,6 +560,37 @@ mod tests {
         assert!(acc.finish().unwrap_err().to_string().contains("[2]"));
     }
 
+    /// A batch with a NaN or an infinity anywhere (found through its class sums, in a batch
+    /// large enough to be split across threads) is an error naming the absolute row, and the
+    /// running totals keep exactly what they had.
+    #[test]
+    fn a_non_finite_batch_is_rejected_and_loses_nothing() {
+        let (x, y) = data(3000, 9, 4, 2.0, 11);
+        for sc in [false, true] {
+            for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+                let mut acc = ClassStats::with_scatter(4, 9, sc);
+                acc.push(x.slice(s![..1000, ..]), &y[..1000]).unwrap();
+                let before = acc.clone();
+                let mut xb = x.slice(s![1000.., ..]).to_owned();
+                xb[[1777, 8]] = bad;
+                let e = acc
+                    .push_at(xb.view(), &y[1000..], 1000)
+                    .unwrap_err()
+                    .to_string();
+                assert!(e.contains("feature row 2777"), "{e}");
+                assert_eq!(acc.counts, before.counts);
+                assert_eq!(acc.means, before.means);
+                assert_eq!(acc.class_ss, before.class_ss);
+                assert_eq!(acc.scatter, before.scatter);
+            }
+        }
+        // Finite values whose squares overflow f64 are an error too, not an infinite metric.
+        let mut acc = ClassStats::new(1, 2);
+        let huge = Array2::from_shape_vec((2, 2), vec![1e200, 0.0, -1e200, 0.0]).unwrap();
+        let e = acc.push(huge.view(), &[0, 0]).unwrap_err().to_string();
+        assert!(e.contains("overflow"), "{e}");
+    }
+
     #[test]
     fn non_finite_values_are_found_in_every_lane_and_the_remainder() {
         // d = 19: two full 8-lane chunks and a remainder of 3.
@@ -585,6 +617,6 @@ mod tests {
         let r: Vec<f64> = (0..19).map(|j| j as f64 * 0.7 - 3.0).collect();
         let mu: Vec<f64> = (0..19).map(|j| (j % 5) as f64).collect();
         let plain: f64 = r.iter().zip(&mu).map(|(a, b)| (a - b) * (a - b)).sum();
-        assert!((lanes_sq_dev(&r, &mu) - plain).abs() < 1e-12 * plain);
+        assert!((super::super::kernels::sq_dev(&r, &mu) - plain).abs() < 1e-12 * plain);
     }
 }

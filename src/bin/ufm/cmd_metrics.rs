@@ -65,6 +65,10 @@ pub struct MetricsArgs {
     /// reading the file again (0: always stream, memory O(d^2 + Kd) plus one chunk).
     #[arg(long, default_value_t = 1024)]
     pub cache_mib: usize,
+    /// Stream .npy/.safetensors features with chunked reads instead of mapping them into
+    /// memory (use it when another program may rewrite the file during the run).
+    #[arg(long)]
+    pub no_mmap: bool,
     /// Worker threads (default: all cores, or RAYON_NUM_THREADS).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -138,7 +142,12 @@ pub fn run(args: MetricsArgs) -> Result<()> {
             b: b.clone(),
             test: test_split(&args)?,
         };
-        runs.push(evaluate(&fp.display().to_string(), inputs, &cfg)?);
+        runs.push(evaluate(
+            &fp.display().to_string(),
+            inputs,
+            &cfg,
+            !args.no_mmap,
+        )?);
     } else {
         if args.files.is_empty() {
             bail!("no input: give bundle FILEs (.npz/.safetensors) or --features F.npy --labels L.npy (see --help)");
@@ -157,7 +166,12 @@ pub fn run(args: MetricsArgs) -> Result<()> {
             if let Some(t) = test_split(&args)? {
                 inputs.test = Some(t);
             }
-            runs.push(evaluate(&path.display().to_string(), inputs, &cfg)?);
+            runs.push(evaluate(
+                &path.display().to_string(),
+                inputs,
+                &cfg,
+                !args.no_mmap,
+            )?);
         }
     }
     if let Some(r) = runs.first() {
@@ -215,7 +229,11 @@ fn test_split(args: &MetricsArgs) -> Result<Option<(FeatureSource, Vec<u32>)>> {
     }
 }
 
-fn evaluate(name: &str, inputs: Inputs, cfg: &MetricsConfig) -> Result<Run> {
+fn evaluate(name: &str, mut inputs: Inputs, cfg: &MetricsConfig, mmap: bool) -> Result<Run> {
+    inputs.features = inputs.features.with_mmap(mmap);
+    if let Some((f, l)) = inputs.test.take() {
+        inputs.test = Some((f.with_mmap(mmap), l));
+    }
     let train = compute_metrics(
         &inputs.features,
         &inputs.labels,
