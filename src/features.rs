@@ -687,21 +687,11 @@ impl FeatureStream for FeatureSource {
     fn in_memory(&self) -> bool {
         !matches!(self.backing, Backing::File(_))
     }
-    fn n_rows(&self) -> usize {
-        self.n
-    }
-    fn feature_dim(&self) -> usize {
-        self.d
-    }
-    fn for_each_chunk(
-        &self,
-        chunk_rows: usize,
-        f: &mut dyn FnMut(usize, FeatureChunk<'_>) -> Result<()>,
-    ) -> Result<()> {
-        let step = chunk_rows.max(1);
-        match &self.backing {
-            Backing::MemF64(a) => crate::metrics::InMemory::from(a.view()).for_each_chunk(step, f),
-            Backing::MemF32(a) => crate::metrics::InMemory::from(a.view()).for_each_chunk(step, f),
+    fn whole(&self) -> Result<Option<FeatureChunk<'_>>> {
+        Ok(match &self.backing {
+            Backing::File(_) => None,
+            Backing::MemF64(a) => Some(FeatureChunk::F64(a.view())),
+            Backing::MemF32(a) => Some(FeatureChunk::F32(a.view())),
             Backing::Mapped(raw, fm) => {
                 let (file, map) = (&fm.0, &fm.1);
                 let (len, start) = (self.n * self.d, raw.offset as usize);
@@ -722,22 +712,45 @@ impl FeatureStream for FeatureSource {
                 // SAFETY: `with_mmap` only maps native-byte-order data whose offset is a
                 // multiple of the element size (the map itself is page aligned), and checked
                 // that the map holds all `len` elements; every bit pattern is a valid float.
-                match raw.dtype {
+                Some(match raw.dtype {
                     Dtype::F32 => {
                         let v = unsafe {
                             std::slice::from_raw_parts(bytes.as_ptr().cast::<f32>(), len)
                         };
-                        let a = ArrayView2::from_shape((self.n, self.d), v).expect("shape");
-                        crate::metrics::InMemory::from(a).for_each_chunk(step, f)
+                        FeatureChunk::F32(
+                            ArrayView2::from_shape((self.n, self.d), v).expect("shape"),
+                        )
                     }
                     _ => {
                         let v = unsafe {
                             std::slice::from_raw_parts(bytes.as_ptr().cast::<f64>(), len)
                         };
-                        let a = ArrayView2::from_shape((self.n, self.d), v).expect("shape");
-                        crate::metrics::InMemory::from(a).for_each_chunk(step, f)
+                        FeatureChunk::F64(
+                            ArrayView2::from_shape((self.n, self.d), v).expect("shape"),
+                        )
                     }
-                }
+                })
+            }
+        })
+    }
+    fn n_rows(&self) -> usize {
+        self.n
+    }
+    fn feature_dim(&self) -> usize {
+        self.d
+    }
+    fn for_each_chunk(
+        &self,
+        chunk_rows: usize,
+        f: &mut dyn FnMut(usize, FeatureChunk<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let step = chunk_rows.max(1);
+        match &self.backing {
+            Backing::MemF64(a) => crate::metrics::InMemory::from(a.view()).for_each_chunk(step, f),
+            Backing::MemF32(a) => crate::metrics::InMemory::from(a.view()).for_each_chunk(step, f),
+            Backing::Mapped(..) => {
+                let whole = self.whole()?.expect("a mapped source has a view");
+                crate::metrics::InMemory(whole).for_each_chunk(step, f)
             }
             Backing::File(raw) => {
                 let mut file =

@@ -428,3 +428,64 @@ fn cli_device_flag() {
     assert_eq!(out.status.code(), Some(2)); // clap usage error names the allowed values
     assert!(String::from_utf8_lossy(&out.stderr).contains("cuda"));
 }
+
+/// `compute_metrics` with the class statistics on the GPU gives every metric of the CPU's
+/// two-pass route to 1e-9 relative (f64 and f32 features, imbalanced classes, with a
+/// classifier so the nearest-centre pass runs too); without a GPU, `Device::Cuda` is a clear
+/// error and `Device::Auto` gives the CPU's numbers exactly and says why.
+#[test]
+fn metrics_on_the_device_match_the_cpu() {
+    use ndarray::Array2;
+    use rand::{RngExt, SeedableRng};
+    use ufm::metrics::{compute_metrics, InMemory, Metric, MetricsConfig};
+    let (n, d, k) = (700, 24, 5);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(41);
+    let y: Vec<u32> = (0..n).map(|i| (i % 7).min(k - 1) as u32).collect(); // imbalanced
+    let mu = Array2::from_shape_fn((k, d), |_| 3.0 * (rng.random::<f64>() - 0.5));
+    let h = Array2::from_shape_fn((n, d), |(i, j)| {
+        mu[[y[i] as usize, j]] + rng.random::<f64>() - 0.5 + 50.0
+    });
+    let w = Array2::from_shape_fn((k, d), |_| rng.random::<f64>() - 0.5);
+    let h32 = h.mapv(|v| v as f32);
+    for (name, feats) in [
+        ("f64", InMemory::from(h.view())),
+        ("f32", InMemory::from(h32.view())),
+    ] {
+        let run = |device| {
+            let cfg = MetricsConfig {
+                device,
+                ..Default::default()
+            };
+            compute_metrics(&feats, &y, Some(w.view()), None, &cfg)
+        };
+        let cpu = run(Device::Cpu).unwrap();
+        let auto = run(Device::Auto).unwrap();
+        match run(Device::Cuda) {
+            Ok(gpu) => {
+                assert!(gpu.device.starts_with("cuda"), "{}", gpu.device);
+                for &m in Metric::ALL {
+                    let (a, b) = (gpu.get(m).unwrap(), cpu.get(m).unwrap());
+                    assert!(
+                        (a - b).abs() <= 1e-9 * b.abs().max(1e-12),
+                        "{name} {m}: GPU {a} vs CPU {b}"
+                    );
+                }
+                assert!(auto.device.starts_with("cuda") && auto.device_note.is_none());
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                println!("SKIPPED (metrics on the GPU): {msg}");
+                assert!(msg.contains("CUDA is not available"), "{msg}");
+                assert_eq!(auto.device, "cpu");
+                assert!(auto
+                    .device_note
+                    .as_deref()
+                    .unwrap()
+                    .contains("CUDA is not available"));
+                for &m in Metric::ALL {
+                    assert_eq!(auto.get(m), cpu.get(m), "{name} {m}");
+                }
+            }
+        }
+    }
+}

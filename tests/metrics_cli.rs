@@ -268,3 +268,41 @@ fn metrics_of_a_saved_solution_match_what_solve_reports() {
         );
     }
 }
+
+/// `--device cuda` is a clear error without a GPU (and works with one); `--device auto` gives
+/// the CPU's numbers, with one note on stderr when it stays on the CPU.
+#[test]
+fn device_flag_errors_or_falls_back_clearly() {
+    let args = |dev: &str| {
+        let mut c = ufm();
+        c.args(["metrics", "--json", "--device", dev, "--features"])
+            .arg(fixture("h_f64_c.npy"))
+            .arg("--labels")
+            .arg(fixture("y_i64.npy"))
+            .arg("--weights")
+            .arg(fixture("w_f64_f.npy"));
+        c.output().unwrap()
+    };
+    let cpu = args("cpu");
+    assert!(cpu.status.success());
+    let cuda = args("cuda");
+    let auto = args("auto");
+    assert!(auto.status.success());
+    let note = String::from_utf8_lossy(&auto.stderr);
+    let (c, a) = (json(&cpu.stdout), json(&auto.stdout));
+    if cuda.status.success() {
+        assert!(json(&cuda.stdout)["device"]
+            .as_str()
+            .unwrap()
+            .starts_with("cuda"));
+    } else {
+        assert_eq!(cuda.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&cuda.stderr);
+        assert!(err.contains("CUDA is not available"), "{err}");
+        assert_eq!(note.matches("accumulating on the CPU").count(), 1, "{note}");
+        assert_eq!(a["device"], "cpu");
+        for key in ["nc1", "nc2_w", "nc3", "cdnv", "ncc_agreement"] {
+            assert_eq!(a[key], c[key], "{key}");
+        }
+    }
+}

@@ -26,6 +26,7 @@
 
 use super::nc2::{self, equiangular, equinorm};
 use super::{nc1, nc3, nc4, ClassStats, FeatureStats, GlobalMean};
+use crate::backend::Device;
 use crate::error::{Error, Result};
 use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, Axis};
 use rayon::prelude::*;
@@ -61,6 +62,11 @@ pub trait FeatureStream: Sync {
     fn in_memory(&self) -> bool {
         false
     }
+    /// The whole matrix as one chunk, when it is in memory (or memory-mapped); `None` for a
+    /// stream read in chunks.
+    fn whole(&self) -> Result<Option<FeatureChunk<'_>>> {
+        Ok(None)
+    }
     /// $N$.
     fn n_rows(&self) -> usize;
     /// $d$.
@@ -95,6 +101,12 @@ impl FeatureStream for InMemory<'_> {
     }
     fn in_memory(&self) -> bool {
         true
+    }
+    fn whole(&self) -> Result<Option<FeatureChunk<'_>>> {
+        Ok(Some(match &self.0 {
+            FeatureChunk::F32(a) => FeatureChunk::F32(a.view()),
+            FeatureChunk::F64(a) => FeatureChunk::F64(a.view()),
+        }))
     }
     fn n_rows(&self) -> usize {
         self.0.nrows()
@@ -253,6 +265,13 @@ pub struct MetricsConfig {
     /// bytes of features from the first pass in memory instead of reading the file again
     /// (default 1 GiB; `0` always re-reads, so memory stays $O(d^2+Kd)$ plus one chunk).
     pub cache_bytes: usize,
+    /// Where the class statistics are accumulated: [`Device::Cpu`] (default, the streaming
+    /// passes above), [`Device::Cuda`] (counts, means, per-class sums of squares and the
+    /// $d\times d$ within-class scatter on GPU 0 with `f64` accumulation, then the one-pass
+    /// route for $P$; needs the features in memory or memory-mapped) or [`Device::Auto`]
+    /// (CUDA when usable, else the CPU, with the reason in [`MetricsReport::device_note`]).
+    /// The nearest-centre agreement's pass always runs on the CPU.
+    pub device: Device,
 }
 
 impl Default for MetricsConfig {
@@ -265,6 +284,7 @@ impl Default for MetricsConfig {
             strategy: Strategy::Auto,
             chunk_rows: 0,
             cache_bytes: 1 << 30,
+            device: Device::Cpu,
         }
     }
 }
@@ -290,6 +310,11 @@ pub struct MetricsReport {
     /// Passes over the features (1, or 2 for the two-pass strategy or `ncc_agreement`).
     #[serde(skip)]
     pub passes: usize,
+    /// The device that accumulated the class statistics (`cpu`, or the GPU's name).
+    pub device: String,
+    /// Why [`Device::Auto`] stayed on the CPU, if it did.
+    #[serde(skip)]
+    pub device_note: Option<String>,
     /// See [`Metric::Nc1`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nc1: Option<f64>,
@@ -511,58 +536,94 @@ pub fn compute_metrics(
         r => r,
     };
 
-    // Pass 1 (keeping the rows for pass 2 when they fit the cache budget).
-    let second = two_pass || need_ncc;
-    let mut cache: Option<(Vec<f32>, Vec<f64>)> =
-        (second && !features.in_memory() && n * d * 8 <= cfg.cache_bytes)
-            .then(|| (Vec::new(), Vec::new()));
-    let mut acc = ClassStats::with_scatter(k, d, scatter);
-    features.for_each_chunk(chunk_rows, &mut |r0, chunk| {
-        let ys = labels.get(r0..r0 + chunk.nrows()).ok_or_else(|| {
-            Error::shape(
-                format!("chunk of {name}"),
-                format!("rows within 0..{n}"),
-                format!("{}..{}", r0, r0 + chunk.nrows()),
-            )
-        })?;
-        if let Some((c32, c64)) = cache.as_mut() {
-            match chunk {
-                FeatureChunk::F32(x) => {
-                    c32.reserve_exact((n * d).saturating_sub(c32.len()));
-                    c32.extend(x.iter());
-                }
-                FeatureChunk::F64(x) => {
-                    c64.reserve_exact((n * d).saturating_sub(c64.len()));
-                    c64.extend(x.iter());
-                }
+    // The statistics on a GPU, when asked for and possible.
+    let (mut device, mut device_note) = ("cpu".to_string(), None);
+    let mut from_device = None;
+    if cfg.device != Device::Cpu {
+        let whole = features
+            .whole()
+            .map_err(|e| rename_stream_error(e, &name))?;
+        let res = match whole {
+            Some(FeatureChunk::F32(x)) => crate::backend::class_stats(x, labels, k, Device::Cuda),
+            Some(FeatureChunk::F64(x)) => crate::backend::class_stats(x, labels, k, Device::Cuda),
+            None => Err(Error::Unsupported(format!(
+                "{name} is streamed in chunks (Fortran order, foreign byte order or --no-mmap); the GPU path needs it in memory or memory-mapped"
+            ))),
+        };
+        match res {
+            Ok((st, dev, _)) => {
+                device = dev;
+                from_device = Some(st);
             }
+            Err(e @ (Error::CudaUnavailable(_) | Error::Unsupported(_)))
+                if cfg.device == Device::Auto =>
+            {
+                device_note = Some(e.to_string());
+            }
+            Err(e) => return Err(rename_stream_error(e, &name)),
         }
-        match chunk {
-            FeatureChunk::F32(x) => acc.push_at(x, ys, r0),
-            FeatureChunk::F64(x) => acc.push_at(x, ys, r0),
-        }
-        .map_err(|e| rename_stream_error(e, &name))
-    })?;
-    if acc.n_samples() != n as u64 {
-        return Err(Error::format(
-            &name,
-            format!(
-                "the stream gave {} rows, the header says {n}",
-                acc.n_samples()
-            ),
-        ));
     }
-    let stats = acc.finish().map_err(|e| rename_stream_error(e, &name))?;
+    let on_device = from_device.is_some();
+    // With the scatter from the device, P comes from it (the one-pass route).
+    let two_pass = two_pass && !on_device;
+    let second = two_pass || need_ncc;
+
+    // Pass 1 (keeping the rows for pass 2 when they fit the cache budget).
+    let mut cache: Option<(Vec<f32>, Vec<f64>)> =
+        (!on_device && second && !features.in_memory() && n * d * 8 <= cfg.cache_bytes)
+            .then(|| (Vec::new(), Vec::new()));
+    let stats = match from_device {
+        Some(st) => st,
+        None => {
+            let mut acc = ClassStats::with_scatter(k, d, scatter);
+            features.for_each_chunk(chunk_rows, &mut |r0, chunk| {
+                let ys = labels.get(r0..r0 + chunk.nrows()).ok_or_else(|| {
+                    Error::shape(
+                        format!("chunk of {name}"),
+                        format!("rows within 0..{n}"),
+                        format!("{}..{}", r0, r0 + chunk.nrows()),
+                    )
+                })?;
+                if let Some((c32, c64)) = cache.as_mut() {
+                    match chunk {
+                        FeatureChunk::F32(x) => {
+                            c32.reserve_exact((n * d).saturating_sub(c32.len()));
+                            c32.extend(x.iter());
+                        }
+                        FeatureChunk::F64(x) => {
+                            c64.reserve_exact((n * d).saturating_sub(c64.len()));
+                            c64.extend(x.iter());
+                        }
+                    }
+                }
+                match chunk {
+                    FeatureChunk::F32(x) => acc.push_at(x, ys, r0),
+                    FeatureChunk::F64(x) => acc.push_at(x, ys, r0),
+                }
+                .map_err(|e| rename_stream_error(e, &name))
+            })?;
+            if acc.n_samples() != n as u64 {
+                return Err(Error::format(
+                    &name,
+                    format!(
+                        "the stream gave {} rows, the header says {n}",
+                        acc.n_samples()
+                    ),
+                ));
+            }
+            acc.finish().map_err(|e| rename_stream_error(e, &name))?
+        }
+    };
     let gm = cfg.global_mean;
     let mt = stats.centred_means(gm);
     let g = mt.dot(&mt.t());
 
-    // Pass 2 (if needed).
-    let mut passes = 1;
+    // Pass 2 (if needed). `passes` counts the passes over the features on the CPU.
+    let mut passes = if on_device { 0 } else { 1 };
     let mut p_mat: Option<Array2<f64>> = None;
     let mut agreement = None;
     if second {
-        passes = 2;
+        passes += 1;
         let cls = if need_ncc {
             w.map(|w| (w, classifier_offsets(&stats, w, b)))
         } else {
@@ -605,6 +666,8 @@ pub fn compute_metrics(
     }
 
     let mut r = MetricsReport {
+        device,
+        device_note,
         n_classes: k,
         n_samples: stats.n_samples(),
         feature_dim: d,

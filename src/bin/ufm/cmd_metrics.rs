@@ -1,5 +1,6 @@
 //! `ufm metrics`: neural-collapse metrics of features from any network.
 
+use crate::cmd_solve::DeviceArg;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde_json::Value;
@@ -65,6 +66,11 @@ pub struct MetricsArgs {
     /// reading the file again (0: always stream, memory O(d^2 + Kd) plus one chunk).
     #[arg(long, default_value_t = 1024)]
     pub cache_mib: usize,
+    /// Where the class statistics are accumulated: cpu (default), cuda (GPU 0: counts, means
+    /// and the d x d scatter with f64 accumulation; needs in-memory or memory-mapped
+    /// features), or auto (cuda when usable, else the cpu with a note).
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
     /// Stream .npy/.safetensors features with chunked reads instead of mapping them into
     /// memory (use it when another program may rewrite the file during the run).
     #[arg(long)]
@@ -117,6 +123,7 @@ pub fn run(args: MetricsArgs) -> Result<()> {
         strategy: args.strategy.parse::<Strategy>()?,
         chunk_rows: args.chunk_rows,
         cache_bytes: args.cache_mib << 20,
+        device: args.device.into(),
     };
     let w = match &args.weights {
         Some(p) => Some(features::read_matrix(p)?),
@@ -242,6 +249,9 @@ fn evaluate(name: &str, mut inputs: Inputs, cfg: &MetricsConfig, mmap: bool) -> 
         cfg,
     )
     .with_context(|| format!("computing metrics of {name}"))?;
+    if let Some(why) = &train.device_note {
+        eprintln!("note: --device auto: {why}; accumulating on the CPU");
+    }
     let test = match &inputs.test {
         Some((f, l)) => {
             let tcfg = MetricsConfig {
@@ -358,7 +368,7 @@ fn csv_table(runs: &[Run]) -> String {
 fn print_table(r: &Run) {
     let t = &r.train;
     println!(
-        "{}: N = {} samples, d = {}, K = {}{}, global mean {}, {} pass(es) over the features",
+        "{}: N = {} samples, d = {}, K = {}{}, global mean {}, {} pass(es) over the features on the CPU",
         r.name,
         t.n_samples,
         t.feature_dim,
@@ -374,6 +384,9 @@ fn print_table(r: &Run) {
         },
         t.passes
     );
+    if t.device != "cpu" {
+        println!("class statistics accumulated on {}", t.device);
+    }
     let counts = &t.class_counts;
     if counts.iter().all(|&c| c == counts[0]) {
         println!("class counts: {} per class", counts[0]);
