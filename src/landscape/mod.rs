@@ -18,7 +18,7 @@
 //! | file | what |
 //! |---|---|
 //! | [`hessian`] | dense Hessian from exact HVPs |
-//! | [`spectrum`] | full spectrum (faer), summary, dense-or-Lanczos analysis |
+//! | [`spectrum`](mod@spectrum) | full spectrum (faer), summary, dense-or-Lanczos analysis |
 //! | [`lanczos`] | Lanczos with full reorthogonalisation for extreme eigenvalues |
 //! | [`collapsed`] | exact spectrum at collapsed points (every critical point) from O(Kd) HVPs |
 //! | [`critical`] | origin and rank-$r$ critical points, escape test |

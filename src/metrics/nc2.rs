@@ -3,7 +3,7 @@
 //! For a $K\times K$ matrix $A$ the *ETF error* is
 //! $$\Big\lVert\frac{A}{\lVert A\rVert_F}-\frac{1}{\sqrt{K-1}}\big(I_K-\tfrac1K\mathbf 1\mathbf 1^\top\big)\Big\rVert_F,$$
 //! which is $0$ exactly when $A$ is a positive multiple of the centred identity. Both terms
-//! have unit Frobenius norm, so the error lies in $[0,2]$; for an orthogonal frame
+//! have unit Frobenius norm, so the error lies in $\lbrack 0,2\rbrack$; for an orthogonal frame
 //! ($A\propto I$) it is $\sqrt{2-2\sqrt{(K-1)/K}}$.
 //!
 //! * [`nc2_w`]: $A=WW^\top$ on the **uncentred** classifier (the original `ETF_metric`).

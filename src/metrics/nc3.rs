@@ -5,7 +5,7 @@
 //!
 //! [`nc3_papyan`] is Papyan, Han & Donoho's (PNAS 2020) form
 //! $$\Big\lVert\frac{W}{\lVert W\rVert_F}-\frac{\bar M^\top}{\lVert\bar M\rVert_F}\Big\rVert_F^2$$
-//! (their notebook's `W_M_dist`, with $W$ uncentred), which lies in $[0,4]$ and is $0$ exactly
+//! (their notebook's `W_M_dist`, with $W$ uncentred), which lies in $\lbrack 0,4\rbrack$ and is $0$ exactly
 //! when the classifier rows are a positive multiple of the centred class means.
 
 use super::{nc2::etf_error, FeatureStats, GlobalMean};

@@ -1,7 +1,7 @@
 //! Neural-collapse measurements of a trained run, checkpoint by checkpoint, as the original
 //! `validate_NC.py`: the raw penultimate features $h_i$ of the **un-augmented training set**
 //! in eval mode (running batch-norm statistics) are summarised by
-//! [`ClassStats`](crate::metrics::ClassStats) and fed to [`nc_summary`](crate::metrics::nc_summary):
+//! [`ClassStats`] and fed to [`nc_summary`]:
 //! $\mathcal{NC}_1=\frac1K\operatorname{tr}(\Sigma_W\Sigma_B^\dagger)$, $\mathcal{NC}_2$ on
 //! $W$, $\mathcal{NC}_3$ on $W\bar M$, $\mathcal{NC}_4=\lVert W\mu_G+b\rVert$, plus top-1/top-5
 //! accuracy on the train and test sets.

@@ -10,9 +10,9 @@
 //! **Hessian-vector product** in the direction $(V_W,V_H,v_b)$: with
 //! $\dot z_i=V_Wh_i+Wv_i+v_b$ and $q_i=\nabla^2\ell(z_i,y_i)\,\dot z_i$, $Q=[q_1,\dots,q_N]/N$,
 //!
-//! $$\nabla^2f[V]_W=QH^\top+GV_H^\top+\lambda_WV_W,\quad
-//! \nabla^2f[V]_{h_i}=W^\top Q_{:,i}+V_W^\top G_{:,i}+\lambda_Hv_i,\quad
-//! \nabla^2f[V]_b=Q\mathbf 1+\lambda_bv_b .$$
+//! $$\nabla^2f\lbrack V\rbrack_W=QH^\top+GV_H^\top+\lambda_WV_W,\quad
+//! \nabla^2f\lbrack V\rbrack_{h_i}=W^\top Q_{:,i}+V_W^\top G_{:,i}+\lambda_Hv_i,\quad
+//! \nabla^2f\lbrack V\rbrack_b=Q\mathbf 1+\lambda_bv_b .$$
 //!
 //! It costs seven skinny GEMMs against the gradient's three, i.e. about two gradients, and is
 //! exact (no finite differences).

@@ -1,4 +1,4 @@
-//! $\operatorname{ReLU}(x)=\max(x,0)$, with $\partial_x=\delta\odot\mathbb 1[y>0]$ (PyTorch's
+//! $\operatorname{ReLU}(x)=\max(x,0)$, with $\partial_x=\delta\odot\mathbb 1\lbrack y>0\rbrack$ (PyTorch's
 //! convention: zero gradient at $x=0$).
 
 use crate::real::Real;
@@ -21,7 +21,7 @@ impl<T: Real, D: Dimension> Relu<T, D> {
         self.y = Some(x.clone());
         x
     }
-    /// $\delta\odot\mathbb 1[y>0]$ in place.
+    /// $\delta\odot\mathbb 1\lbrack y>0\rbrack$ in place.
     pub fn backward(&mut self, mut dy: Array<T, D>) -> Array<T, D> {
         let y = self.y.take().expect("Relu::backward called before forward");
         Zip::from(&mut dy).and(&y).par_for_each(|d, &v| {
