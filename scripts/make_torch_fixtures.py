@@ -109,6 +109,53 @@ for name in ["sgd", "adam"]:
         opt.step()
     save("optim_" + name, w0=w0, b0=b0, xs=xs, ys=ys.double(), w=lin.weight, b=lin.bias)
 
+# ---- L-BFGS: torch.optim.LBFGS(history_size=5, line_search_fn="strong_wolfe", max_iter 20)
+# across 3 batches of a linear classifier, closure = CE + wd/2 ||theta||^2 (as the original's
+# train_2nd_order.py); the curvature history persists across step() calls. Parameters after
+# each step, and the counters n_iter / func_evals, are stored. `sensitivity` is PyTorch's own
+# spread: how far its parameters move after each step when W0 is scaled by (1 + 1e-14), i.e.
+# the round-off amplification of the problem, a floor for any reimplementation's agreement.
+def lbfgs_run(lr, wd, nin, k, nb, scale, pert):
+    torch.manual_seed(3)
+    lin = nn.Linear(nin, k)
+    with torch.no_grad():
+        lin.weight.mul_(1 + pert)
+    w0, b0 = lin.weight.detach().clone(), lin.bias.detach().clone()
+    xs = rnd(3, nb, nin) * scale
+    ys = torch.randint(0, k, (3, nb))
+    opt = torch.optim.LBFGS(lin.parameters(), lr=lr, max_iter=20, history_size=5,
+                            line_search_fn="strong_wolfe")
+    ws, bs, n_iter, evals = [], [], [], []
+    for t in range(3):
+        def closure():
+            opt.zero_grad()
+            loss = F.cross_entropy(lin(xs[t]), ys[t])
+            loss = loss + 0.5 * wd * sum((p ** 2).sum() for p in lin.parameters())
+            loss.backward()
+            return loss
+        opt.step(closure)
+        st = opt.state[lin.weight]
+        ws.append(lin.weight.detach().clone())
+        bs.append(lin.bias.detach().clone())
+        n_iter.append(st["n_iter"])
+        evals.append(st["func_evals"])
+    return dict(w0=w0, b0=b0, xs=xs, ys=ys.double(), wd=wd, lr=lr, max_iter=20,
+                w=torch.stack(ws), b=torch.stack(bs), n_iter=torch.tensor(n_iter).double(),
+                func_evals=torch.tensor(evals).double())
+
+
+# lr 1 (PyTorch's default): every step runs all 20 iterations; lr 0.1 (the original's): the
+# steps end on the evaluation limit (max_eval 25).
+for name, args in [("lbfgs", (1.0, 5e-3, 10, 5, 40, 1.0)), ("lbfgs_lr01", (0.1, 5e-3, 6, 4, 12, 1.5))]:
+    r = lbfgs_run(*args, pert=0.0)
+    r2 = lbfgs_run(*args, pert=1e-14)
+    theta = torch.cat([r["w"].flatten(1), r["b"]], 1)
+    theta2 = torch.cat([r2["w"].flatten(1), r2["b"]], 1)
+    sens = ((theta - theta2).abs().max(1).values / theta.abs().max(1).values)
+    print(name, "n_iter", r["n_iter"].tolist(), "func_evals", r["func_evals"].tolist(),
+          "PyTorch's own sensitivity per step", [f"{v:.1e}" for v in sens.tolist()])
+    save(name, sensitivity=sens, **r)
+
 # ---- ResNet-18, torchvision layout
 class BasicBlock(nn.Module):
     def __init__(self, inp, planes, stride):
