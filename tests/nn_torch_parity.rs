@@ -1,11 +1,20 @@
 //! Parity with PyTorch 2.x (CPU, float64) on fixtures written by
 //! `scripts/make_torch_fixtures.py`: every layer's output and gradients, and a torchvision-layout
-//! ResNet-18 forward/backward on 2 images. Our layers run in f64 (tolerance 1e-9 relative to the
-//! largest reference entry) and in f32 (1e-4, the target). For the f32 ResNet-18 the
-//! tolerance is max(1e-4, 4 × PyTorch's own float32 error) for each quantity: the fixture
-//! stores how far PyTorch float32 lands from the float64 reference (3e-4 on the features, 1e-2
-//! on the stem gradient), because batch norm over 2 samples at 1×1 resolution is
-//! ill-conditioned and no float32 implementation meets 1e-4 there.
+//! ResNet-18 forward/backward on 2 images.
+//!
+//! **Relative error** means, per tensor, $\max_i|a_i-b_i|\,/\,\max_i|b_i|$ (the
+//! $\ell_\infty$ error relative to the largest reference entry, so near-zero entries of a tensor
+//! do not blow it up). For the gradient of every ResNet parameter tensor the fixture keeps two
+//! summaries, compared as $|\,\|g\|-\|g_{\rm ref}\|\,|/\|g_{\rm ref}\|$ and
+//! $|\langle g-g_{\rm ref},p\rangle|/\|g_{\rm ref}\|$ with the probe $p_j=\cos(0.3j)$.
+//!
+//! Tolerances: 1e-9 in f64 and 1e-4 in f32 (the target) for every layer, and for the
+//! ResNet-18 at 64×64 (`resnet18_64`, every quantity, plus the full gradients of all 1-D
+//! parameters). At the original's 32×32 (`resnet18`) layer4 runs at 1×1, so its batch norm
+//! normalises over 2 samples and is ill-conditioned: PyTorch's own float32 lands 3e-4 (features)
+//! to 1e-2 (stem gradient) from its float64; there the f32 check only asks for
+//! max(1e-4, 4 × PyTorch's own float32 error) per quantity (the fixture stores that error),
+//! while the f64 check holds 1e-9.
 
 use ndarray::{Array2, Array4, ArrayD, Ix2, Ix4, IxDyn};
 use ndarray_npy::NpzReader;
@@ -50,6 +59,7 @@ fn rel<T: Real>(a: &ArrayD<T>, b: &ArrayD<f64>, what: &str, tol: f64) {
         .iter()
         .zip(b)
         .fold(0.0f64, |m, (x, y)| m.max((x.to_f64_() - y).abs()));
+    eprintln!("{what}: relative error {:.2e}", err / scale);
     assert!(
         err / scale < tol,
         "{what} ({}): relative error {:.3e} > {tol:e}",
@@ -220,11 +230,36 @@ fn det_value(name: &str, shape: &[usize]) -> ArrayD<f64> {
     ArrayD::from_shape_vec(IxDyn(shape), v).unwrap()
 }
 
-fn resnet18_matches<T: Real>() {
-    let mut f = Fx::open("resnet18");
+/// `strict`: f32 tolerance 1e-4 on everything (the 64×64 fixture, whose input is rebuilt from
+/// its formula); otherwise max(1e-4, 4 × PyTorch's own float32 error) in f32.
+fn resnet18_matches<T: Real>(fixture: &str, res: usize, strict: bool) {
+    let mut f = Fx::open(fixture);
+    if strict {
+        // the fixture is only a fair 1e-4 test if PyTorch's own float32 meets it comfortably
+        for q in [
+            "features",
+            "logits",
+            "grad_conv1",
+            "grad_summaries",
+            "grad_vectors",
+        ] {
+            let e = f
+                .get(&format!("f32_err_{q}"))
+                .iter()
+                .next()
+                .copied()
+                .unwrap();
+            assert!(
+                e < 2e-5,
+                "{fixture}: PyTorch's own f32 error on {q} is {e:e}"
+            );
+        }
+    }
     let mut tq = |q: &str| {
         if T::NAME == "f64" {
             1e-9
+        } else if strict {
+            1e-4
         } else {
             f.get(&format!("f32_err_{q}"))
                 .iter()
@@ -272,26 +307,35 @@ fn resnet18_matches<T: Real>() {
         want.lines().collect::<Vec<_>>(),
         "parameter names and order = torchvision's"
     );
-    let x: Array4<T> = f.get_t::<T>("x").into_dimensionality().unwrap();
+    let x: Array4<T> = if strict {
+        // x = 1.5 sin(0.05 j) over the flattened (2, 3, res, res) batch, as the script builds it
+        Array4::from_shape_fn((2, 3, res, res), |(n, c, i, k)| {
+            let j = ((n * 3 + c) * res + i) * res + k;
+            T::of(1.5 * (0.05 * j as f64).sin())
+        })
+    } else {
+        f.get_t::<T>("x").into_dimensionality().unwrap()
+    };
+    assert_eq!(x.shape(), &[2, 3, res, res]);
     let y = labels(&f.get("labels"));
     let out = net.forward(x, true).unwrap();
     rel(
         &out.features.clone().into_dyn(),
         &f.get("features"),
-        "resnet18 features",
+        &format!("{fixture} features [{}]", T::NAME),
         t_feat,
     );
     rel(
         &out.logits.clone().into_dyn(),
         &f.get("logits"),
-        "resnet18 logits",
+        &format!("{fixture} logits [{}]", T::NAME),
         t_logit,
     );
     let (l, g) = cross_entropy(&out.logits, &y).unwrap();
     rel(
         &ArrayD::from_elem(IxDyn(&[]), l),
         &f.get("loss"),
-        "resnet18 loss",
+        &format!("{fixture} loss [{}]", T::NAME),
         t_loss,
     );
     net.zero_grad();
@@ -300,8 +344,12 @@ fn resnet18_matches<T: Real>() {
     let mut i = 0;
     let (mut mine_n, mut mine_d) = (vec![], vec![]);
     let mut rm = None;
+    let mut vectors: Vec<f64> = vec![];
     net.visit("", &mut |n, tm| match tm {
         TensorMut::Param(p) => {
+            if p.grad.ndim() == 1 {
+                vectors.extend(p.grad.iter().map(|v| v.to_f64_()));
+            }
             let gv: Vec<f64> = p.grad.iter().map(|v| v.to_f64_()).collect();
             mine_n.push(gv.iter().map(|v| v * v).sum::<f64>().sqrt());
             mine_d.push(
@@ -311,13 +359,18 @@ fn resnet18_matches<T: Real>() {
                     .sum::<f64>(),
             );
             if n == "conv1.weight" {
-                rel(&p.grad, &f.get("grad_conv1"), "resnet18 grad conv1", t_c1);
+                rel(
+                    &p.grad,
+                    &f.get("grad_conv1"),
+                    &format!("{fixture} grad conv1 [{}]", T::NAME),
+                    t_c1,
+                );
             }
             if n == "fc.weight" {
                 rel(
                     &p.grad,
                     &f.get("grad_fc_weight"),
-                    "resnet18 grad fc.weight",
+                    &format!("{fixture} grad fc.weight [{}]", T::NAME),
                     t_fcw,
                 );
             }
@@ -325,7 +378,7 @@ fn resnet18_matches<T: Real>() {
                 rel(
                     &p.grad,
                     &f.get("grad_fc_bias"),
-                    "resnet18 grad fc.bias",
+                    &format!("{fixture} grad fc.bias [{}]", T::NAME),
                     t_fcb,
                 );
             }
@@ -335,6 +388,7 @@ fn resnet18_matches<T: Real>() {
         _ => {}
     });
     assert_eq!(i, norms.len());
+    let mut worst_summary = 0.0f64;
     for (k, name) in names.iter().enumerate() {
         let tol_k = if T::NAME == "f64" { 1e-8 } else { t_sum };
         let en = (mine_n[k] - norms[k]).abs() / norms[k].abs().max(1e-12);
@@ -346,6 +400,7 @@ fn resnet18_matches<T: Real>() {
             T::NAME
         );
         let ed = (mine_d[k] - dots[k]).abs() / norms[k].abs().max(1e-12);
+        worst_summary = worst_summary.max(en).max(ed);
         assert!(
             ed < tol_k,
             "grad probe of {name}: {} vs {} ({})",
@@ -354,22 +409,47 @@ fn resnet18_matches<T: Real>() {
             T::NAME
         );
     }
+    eprintln!(
+        "{fixture} gradient summaries ({}): worst {worst_summary:.2e}",
+        T::NAME
+    );
     rel(
         &rm.unwrap(),
         &f.get("running_var_l4"),
-        "resnet18 running_var",
+        &format!("{fixture} running_var [{}]", T::NAME),
         t_rv,
     );
+    if strict {
+        let t_vec = if T::NAME == "f64" { 1e-9 } else { 1e-4 };
+        rel(
+            &ArrayD::from_shape_vec(IxDyn(&[vectors.len()]), vectors).unwrap(),
+            &f.get("grad_vectors"),
+            &format!("{fixture} gradients of all 1-D parameters [{}]", T::NAME),
+            t_vec,
+        );
+    }
 }
 
 #[test]
 fn resnet18_forward_backward_matches_pytorch_f64() {
-    resnet18_matches::<f64>();
+    resnet18_matches::<f64>("resnet18", 32, false);
 }
 
 #[test]
 fn resnet18_forward_backward_matches_pytorch_f32() {
-    resnet18_matches::<f32>();
+    resnet18_matches::<f32>("resnet18", 32, false);
+}
+
+/// The target: 2 images, every quantity within 1e-4 relative in f32 (64×64 input, so
+/// layer4's batch norm sees 2×2×2 values per channel).
+#[test]
+fn resnet18_64_forward_backward_matches_pytorch_f32_1e4() {
+    resnet18_matches::<f32>("resnet18_64", 64, true);
+}
+
+#[test]
+fn resnet18_64_forward_backward_matches_pytorch_f64() {
+    resnet18_matches::<f64>("resnet18_64", 64, true);
 }
 
 /// Three steps of SGD (momentum 0.9, coupled weight decay) and Adam (coupled weight decay) on
@@ -417,5 +497,114 @@ fn optimizers_match_torch_optim() {
             &format!("{name} bias"),
             1e-12,
         );
+    }
+}
+
+/// `nn::optim::Lbfgs` against `torch.optim.LBFGS(history_size=5, line_search_fn="strong_wolfe")`
+/// (max_iter 20) over 3 batches of a linear classifier with the original's closure
+/// CE + wd/2‖θ‖²: the curvature history persists across the 3 `step()` calls, and after each
+/// step the parameters match to 1e-10 (relative to the largest entry) and the counters
+/// `n_iter` / `func_evals` match exactly. Run with lr 1 (PyTorch's default; every step runs
+/// its 20 iterations) and lr 0.1 (the original's; steps end on the evaluation limit). The
+/// fixture also holds PyTorch's own sensitivity (its spread under a 1e-14 relative change of
+/// the initial weights: up to 2e-11 after step 3), the floor for any agreement. Saving the
+/// state after step 1 and restoring it into a fresh optimizer gives bit-identical steps 2 and 3.
+#[test]
+fn lbfgs_matches_torch_optim_lbfgs_across_batches() {
+    use ufm::nn::optim::Lbfgs;
+    for name in ["lbfgs", "lbfgs_lr01"] {
+        let mut f = Fx::open(name);
+        let scalar = |f: &mut Fx, k: &str| f.get(k).iter().next().copied().unwrap();
+        let (wd, lr) = (scalar(&mut f, "wd"), scalar(&mut f, "lr"));
+        let max_iter = scalar(&mut f, "max_iter") as usize;
+        let (xs, ys) = (f.get("xs"), f.get("ys"));
+        let (w_ref, b_ref) = (f.get("w"), f.get("b"));
+        let (n_iter, evals) = (f.get("n_iter"), f.get("func_evals"));
+        let sens = f.get("sensitivity");
+        let (w0, b0) = (f.get("w0"), f.get("b0"));
+        let (k, nin) = (w0.shape()[0], w0.shape()[1]);
+        let mut x: Vec<f64> = w0.iter().chain(b0.iter()).copied().collect();
+        let mut lin = Linear::<f64>::new(nin, k, true, &mut StdRng::seed_from_u64(0));
+        let closure_for = |t: usize| {
+            let xb = xs
+                .index_axis(ndarray::Axis(0), t)
+                .to_owned()
+                .into_dimensionality::<Ix2>()
+                .unwrap();
+            let yb: Vec<u32> = ys
+                .index_axis(ndarray::Axis(0), t)
+                .iter()
+                .map(|&v| v as u32)
+                .collect();
+            move |lin: &mut Linear<f64>, th: &[f64], g: &mut [f64]| {
+                lin.weight
+                    .value
+                    .iter_mut()
+                    .chain(lin.bias.as_mut().unwrap().value.iter_mut())
+                    .zip(th)
+                    .for_each(|(p, &v)| *p = v);
+                lin.zero_grad();
+                let z = lin.forward(xb.clone());
+                let (l, dz) = cross_entropy(&z, &yb).unwrap();
+                lin.backward(&dz, false);
+                let grads = lin
+                    .weight
+                    .grad
+                    .iter()
+                    .chain(lin.bias.as_ref().unwrap().grad.iter());
+                for ((gi, &gv), &v) in g.iter_mut().zip(grads).zip(th) {
+                    *gi = gv + wd * v;
+                }
+                Ok(l + 0.5 * wd * th.iter().map(|v| v * v).sum::<f64>())
+            }
+        };
+        let mut opt = Lbfgs::<f64>::new(lr, 5).unwrap();
+        opt.max_iter = max_iter;
+        opt.max_eval = max_iter * 5 / 4;
+        let mut saved = None;
+        for t in 0..3 {
+            let c = closure_for(t);
+            opt.step(&mut x, |th, g| c(&mut lin, th, g)).unwrap();
+            let w = ArrayD::from_shape_vec(IxDyn(&[k, nin]), x[..k * nin].to_vec()).unwrap();
+            let b = ArrayD::from_shape_vec(IxDyn(&[k]), x[k * nin..].to_vec()).unwrap();
+            let what = format!("{name} step {}", t + 1);
+            eprintln!("{what}: PyTorch's own sensitivity {:.1e}", sens[t]);
+            rel(
+                &w,
+                &w_ref.index_axis(ndarray::Axis(0), t).to_owned(),
+                &format!("{what} weight"),
+                1e-10,
+            );
+            rel(
+                &b,
+                &b_ref.index_axis(ndarray::Axis(0), t).to_owned(),
+                &format!("{what} bias"),
+                1e-10,
+            );
+            assert_eq!(opt.state.n_iter as f64, n_iter[t], "{what}: n_iter");
+            assert_eq!(opt.state.func_evals as f64, evals[t], "{what}: func_evals");
+            if t == 0 {
+                let tensors = opt.state_tensors();
+                saved = Some((opt.state_json(), tensors, x.clone()));
+            }
+        }
+        assert_eq!(opt.state.old_dirs.len(), 5, "{name}: a full history");
+        // resume from the state saved after step 1: bit-identical steps 2 and 3
+        let (json, tensors, mut x2) = saved.unwrap();
+        let mut opt2 = Lbfgs::<f64>::new(lr, 5).unwrap();
+        opt2.max_iter = max_iter;
+        opt2.max_eval = max_iter * 5 / 4;
+        opt2.load_state(
+            &json,
+            |k| tensors.iter().find(|(n, _)| n == k).map(|(_, a)| a.clone()),
+            std::path::Path::new("memory"),
+        )
+        .unwrap();
+        for t in 1..3 {
+            let c = closure_for(t);
+            opt2.step(&mut x2, |th, g| c(&mut lin, th, g)).unwrap();
+        }
+        assert_eq!(x2, x, "{name}: resumed run");
+        assert_eq!(opt2.state, opt.state, "{name}: resumed state");
     }
 }

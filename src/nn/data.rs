@@ -164,7 +164,7 @@ pub const MNIST_FILES: [(&str, &str); 4] = [
 ];
 
 /// Where the data files must be placed, with the official URLs (used for missing files and
-/// `--download`, since `ufm` has no HTTP client).
+/// when `--download` ([`crate::nn::download`]) cannot reach the network).
 pub fn download_instructions(name: DatasetName, data_dir: &Path) -> String {
     match name {
         DatasetName::Mnist => {
@@ -178,7 +178,8 @@ pub fn download_instructions(name: DatasetName, data_dir: &Path) -> String {
                     "  {f}.gz  (md5 {md5})  from https://ossci-datasets.s3.amazonaws.com/mnist/{f}.gz\n"
                 );
             }
-            s + "e.g. `mkdir -p DIR && cd DIR && wget <url>` on a machine with network access"
+            s + "e.g. `mkdir -p DIR && cd DIR && wget <url>` on a machine with network access, \
+                 or run `ufm train --download` where the network is reachable"
         }
         _ => format!(
             "place CIFAR-10 binary batches (data_batch_1.bin .. data_batch_5.bin, test_batch.bin; \

@@ -9,15 +9,17 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`data`] | MNIST (IDX), CIFAR-10 (binary), random labels, preprocessing, augmentation |
+//! | [`download`] | `--download`: official files over HTTP(S), md5-verified, moved into place atomically |
 //! | [`layers`] | linear, conv2d, batch norm, ReLU, pooling, losses: forward + backward |
 //! | [`models`] | MLP, ResNet-18 (torchvision / CIFAR stem / fixdim), `ResNet18_adapt`, ETF classifier |
-//! | [`optim`] | SGD, Adam (coupled weight decay), StepLR / MultiStepLR |
+//! | [`optim`] | SGD, Adam (coupled weight decay), L-BFGS as `torch.optim.LBFGS`, StepLR / MultiStepLR |
 //! | [`checkpoint`] | safetensors state dicts with PyTorch names |
 //! | [`train`] | the training loop behind `ufm train` |
 //! | [`validate`] | NC metrics and accuracies per checkpoint (`ufm validate`) |
 
 pub mod checkpoint;
 pub mod data;
+pub mod download;
 pub mod layers;
 pub mod models;
 pub mod optim;

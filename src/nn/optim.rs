@@ -7,12 +7,20 @@
 //!   $\theta\leftarrow\theta-\frac{\eta}{1-\beta_1^t}\,\frac{m}{\sqrt{v}/\sqrt{1-\beta_2^t}+\epsilon}$.
 //! * `StepLR(step, γ)`: $\eta_e=\eta_0\gamma^{\lfloor e/\text{step}\rfloor}$; `MultiStepLR(milestones, γ)`:
 //!   $\eta_e=\eta_0\gamma^{\#\{m\le e\}}$ ($e$ = number of finished epochs).
+//! * [`Lbfgs`]: `torch.optim.LBFGS(lr, max_iter=20, history_size, line_search_fn="strong_wolfe")`
+//!   step for step (Nocedal & Wright, *Numerical Optimization*, Alg. 7.4 two-loop recursion with
+//!   $H_0=\frac{s^\top y}{y^\top y}I$, Alg. 3.5/3.6 strong-Wolfe line search with
+//!   $c_1=10^{-4}$, $c_2=0.9$), including PyTorch's choice to keep the curvature pairs
+//!   $(s,y)$, the last direction and step across `step()` calls, so that the first pair of a new
+//!   batch is $s=x_k-x_{k-1}$, $y=\nabla f_{\text{new batch}}(x_k)-\nabla f_{\text{old batch}}(x_{k-1})$.
 
 use crate::error::{Error, Result};
 use crate::nn::layers::{Module, TensorMut};
 use crate::real::Real;
-use ndarray::{ArrayD, Zip};
+use crate::real::{axpy, dot};
+use ndarray::{ArrayD, IxDyn, Zip};
 use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
 
 /// Which optimizer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,7 +29,7 @@ pub enum OptimizerKind {
     Sgd,
     /// Adam, betas (0.9, 0.999), eps 1e-8.
     Adam,
-    /// L-BFGS (strong Wolfe), run per batch by the training loop (not by this type).
+    /// L-BFGS (strong Wolfe) as `torch.optim.LBFGS`: see [`Lbfgs`] (not this type).
     Lbfgs,
 }
 
@@ -64,7 +72,7 @@ impl<T: Real> Optimizer<T> {
     pub fn new(kind: OptimizerKind, weight_decay: f64) -> Result<Self> {
         if kind == OptimizerKind::Lbfgs {
             return Err(Error::Unsupported(
-                "L-BFGS is not a first-order `Optimizer`; the training loop runs crate::solver::Lbfgs per batch".into(),
+                "L-BFGS is not a first-order `Optimizer`; use `nn::optim::Lbfgs`".into(),
             ));
         }
         if !(weight_decay >= 0.0) {
@@ -183,6 +191,430 @@ impl<T: Real> Optimizer<T> {
             self.buf2.push(b);
         }
     }
+}
+
+/// The state `torch.optim.LBFGS` keeps across `step()` calls (`state[...]` in PyTorch).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LbfgsState<T> {
+    /// Inner iterations over all steps (`n_iter`).
+    pub n_iter: u64,
+    /// Function evaluations over all steps (`func_evals`).
+    pub func_evals: u64,
+    /// Last search direction `d` (empty before the first step).
+    pub d: Vec<T>,
+    /// Last step length `t`.
+    pub t: f64,
+    /// Curvature pairs: gradient differences $y$ (`old_dirs`), oldest first.
+    pub old_dirs: VecDeque<Vec<T>>,
+    /// Curvature pairs: steps $s$ (`old_stps`), oldest first.
+    pub old_stps: VecDeque<Vec<T>>,
+    /// $1/(y^\top s)$ per pair (`ro`).
+    pub ro: VecDeque<f64>,
+    /// Initial Hessian scale $s^\top y/y^\top y$ (`H_diag`).
+    pub h_diag: f64,
+    /// Gradient at the start of the last inner iteration (`prev_flat_grad`; empty before).
+    pub prev_flat_grad: Vec<T>,
+    /// Loss at the start of the last inner iteration (`prev_loss`).
+    pub prev_loss: f64,
+}
+
+/// L-BFGS with a strong-Wolfe line search, ported from `torch.optim.LBFGS` (PyTorch 2.x,
+/// `line_search_fn="strong_wolfe"`) on a flat parameter vector: each [`Lbfgs::step`] runs up
+/// to `max_iter` inner iterations (at most `max_eval` closure evaluations) on the closure of
+/// the current batch and keeps [`LbfgsState`] for the next call. Scalars ($t$, $\rho$,
+/// `H_diag`, dot products) are kept in f64; the vectors are `T`.
+#[derive(Clone, Debug)]
+pub struct Lbfgs<T> {
+    /// Initial step of every line search (`lr`); the very first one is
+    /// $\min(1,1/\lVert g\rVert_1)\cdot$`lr`.
+    pub lr: f64,
+    /// Inner iterations per step (`max_iter`, 20).
+    pub max_iter: usize,
+    /// Closure evaluations per step (`max_eval`, `max_iter * 5 / 4`).
+    pub max_eval: usize,
+    /// Stop when $\max_i|g_i|\le$ this (`tolerance_grad`, 1e-7).
+    pub tolerance_grad: f64,
+    /// Stop on tiny steps or loss changes (`tolerance_change`, 1e-9).
+    pub tolerance_change: f64,
+    /// Curvature pairs kept (`history_size`).
+    pub history_size: usize,
+    /// The persistent state.
+    pub state: LbfgsState<T>,
+}
+
+fn max_abs<T: Real>(v: &[T]) -> f64 {
+    v.iter().fold(0.0f64, |m, x| m.max(x.to_f64_().abs()))
+}
+
+/// PyTorch's `_cubic_interpolate`: minimiser of the cubic through two points with slopes,
+/// clamped to `bounds` (default: the interval), or the midpoint when it has none.
+fn cubic_interpolate(
+    (x1, f1, g1): (f64, f64, f64),
+    (x2, f2, g2): (f64, f64, f64),
+    bounds: Option<(f64, f64)>,
+) -> f64 {
+    let (lo, hi) = bounds.unwrap_or(if x1 <= x2 { (x1, x2) } else { (x2, x1) });
+    let d1 = g1 + g2 - 3.0 * (f1 - f2) / (x1 - x2);
+    let d2_square = d1 * d1 - g1 * g2;
+    if d2_square >= 0.0 {
+        let d2 = d2_square.sqrt();
+        let min_pos = if x1 <= x2 {
+            x2 - (x2 - x1) * ((g2 + d2 - d1) / (g2 - g1 + 2.0 * d2))
+        } else {
+            x1 - (x1 - x2) * ((g1 + d2 - d1) / (g1 - g2 + 2.0 * d2))
+        };
+        min_pos.max(lo).min(hi)
+    } else {
+        (lo + hi) / 2.0
+    }
+}
+
+impl<T: Real> Lbfgs<T> {
+    /// PyTorch's defaults with `lr` and `history_size` (`max_iter` 20, `max_eval` 25,
+    /// `tolerance_grad` 1e-7, `tolerance_change` 1e-9).
+    pub fn new(lr: f64, history_size: usize) -> Result<Self> {
+        if !(lr > 0.0 && lr.is_finite()) {
+            return Err(Error::param("lr", format!("must be positive, got {lr}")));
+        }
+        if history_size == 0 {
+            return Err(Error::param("history-size", "must be at least 1"));
+        }
+        Ok(Lbfgs {
+            lr,
+            max_iter: 20,
+            max_eval: 25,
+            tolerance_grad: 1e-7,
+            tolerance_change: 1e-9,
+            history_size,
+            state: LbfgsState::default(),
+        })
+    }
+
+    /// One `optimizer.step(closure)`: `closure(x, grad)` returns the loss at `x` and writes its
+    /// gradient; `x` is updated in place. Returns the loss at the entry point (PyTorch's
+    /// `orig_loss`). Errors of the closure are passed on.
+    pub fn step(
+        &mut self,
+        x: &mut [T],
+        mut closure: impl FnMut(&[T], &mut [T]) -> Result<f64>,
+    ) -> Result<f64> {
+        let n = x.len();
+        let (lr, max_iter, max_eval, tol_grad, tol_change, hist) = (
+            self.lr,
+            self.max_iter,
+            self.max_eval,
+            self.tolerance_grad,
+            self.tolerance_change,
+            self.history_size,
+        );
+        let st = &mut self.state;
+        let mut g = vec![T::zero(); n];
+        let orig_loss = closure(x, &mut g)?;
+        let mut loss = orig_loss;
+        let mut current_evals = 1usize;
+        st.func_evals += 1;
+        if max_abs(&g) <= tol_grad {
+            return Ok(orig_loss);
+        }
+        let mut n_iter = 0;
+        while n_iter < max_iter {
+            n_iter += 1;
+            st.n_iter += 1;
+            if st.n_iter == 1 {
+                st.d = g.iter().map(|&v| -v).collect();
+                st.old_dirs.clear();
+                st.old_stps.clear();
+                st.ro.clear();
+                st.h_diag = 1.0;
+            } else {
+                let tt = T::of(st.t);
+                let y: Vec<T> = g
+                    .iter()
+                    .zip(&st.prev_flat_grad)
+                    .map(|(&a, &b)| a - b)
+                    .collect();
+                let s: Vec<T> = st.d.iter().map(|&v| v * tt).collect();
+                let ys = dot(&y, &s);
+                if ys > 1e-10 {
+                    if st.old_dirs.len() == hist {
+                        st.old_dirs.pop_front();
+                        st.old_stps.pop_front();
+                        st.ro.pop_front();
+                    }
+                    st.h_diag = ys / dot(&y, &y);
+                    st.old_dirs.push_back(y);
+                    st.old_stps.push_back(s);
+                    st.ro.push_back(1.0 / ys);
+                }
+                // two-loop recursion
+                let m = st.old_dirs.len();
+                let mut al = vec![0.0f64; m];
+                let mut q: Vec<T> = g.iter().map(|&v| -v).collect();
+                for i in (0..m).rev() {
+                    al[i] = dot(&st.old_stps[i], &q) * st.ro[i];
+                    axpy(T::of(-al[i]), &st.old_dirs[i], &mut q);
+                }
+                let hd = T::of(st.h_diag);
+                q.iter_mut().for_each(|v| *v *= hd);
+                for i in 0..m {
+                    let be_i = dot(&st.old_dirs[i], &q) * st.ro[i];
+                    axpy(T::of(al[i] - be_i), &st.old_stps[i], &mut q);
+                }
+                st.d = q;
+            }
+            st.prev_flat_grad.clone_from(&g);
+            st.prev_loss = loss;
+            st.t = if st.n_iter == 1 {
+                let l1: f64 = g.iter().map(|v| v.to_f64_().abs()).sum();
+                (1.0f64).min(1.0 / l1) * lr
+            } else {
+                lr
+            };
+            let gtd = dot(&g, &st.d);
+            if gtd > -tol_change {
+                break;
+            }
+            let (f_new, g_new, t, evals) = strong_wolfe(
+                &mut closure,
+                x,
+                st.t,
+                &st.d,
+                loss,
+                &g,
+                gtd,
+                max_eval.saturating_sub(current_evals),
+            )?;
+            loss = f_new;
+            g = g_new;
+            st.t = t;
+            let tt = T::of(t);
+            x.iter_mut().zip(&st.d).for_each(|(p, &dv)| *p += tt * dv);
+            let opt_cond = max_abs(&g) <= tol_grad;
+            current_evals += evals;
+            st.func_evals += evals as u64;
+            if n_iter == max_iter || current_evals >= max_eval || opt_cond {
+                break;
+            }
+            if max_abs(&st.d) * t.abs() <= tol_change {
+                break;
+            }
+            if (loss - st.prev_loss).abs() < tol_change {
+                break;
+            }
+        }
+        Ok(orig_loss)
+    }
+
+    /// Vector state for a checkpoint: `lbfgs.d`, `lbfgs.prev_flat_grad`, `lbfgs.old_dirs.{i}`,
+    /// `lbfgs.old_stps.{i}` (1-D, oldest pair first).
+    pub fn state_tensors(&self) -> Vec<(String, ArrayD<T>)> {
+        let v = |x: &Vec<T>| ArrayD::from_shape_vec(IxDyn(&[x.len()]), x.clone()).expect("1-D");
+        let st = &self.state;
+        let mut out = vec![
+            ("lbfgs.d".to_string(), v(&st.d)),
+            ("lbfgs.prev_flat_grad".to_string(), v(&st.prev_flat_grad)),
+        ];
+        for (i, (y, s)) in st.old_dirs.iter().zip(&st.old_stps).enumerate() {
+            out.push((format!("lbfgs.old_dirs.{i}"), v(y)));
+            out.push((format!("lbfgs.old_stps.{i}"), v(s)));
+        }
+        out
+    }
+
+    /// Scalar state as JSON (floats as their IEEE bit patterns, so a round trip is exact).
+    pub fn state_json(&self) -> String {
+        let st = &self.state;
+        serde_json::json!({
+            "n_iter": st.n_iter,
+            "func_evals": st.func_evals,
+            "t": st.t.to_bits(),
+            "h_diag": st.h_diag.to_bits(),
+            "prev_loss": st.prev_loss.to_bits(),
+            "ro": st.ro.iter().map(|r| r.to_bits()).collect::<Vec<_>>(),
+        })
+        .to_string()
+    }
+
+    /// Restores [`Lbfgs::state_tensors`] + [`Lbfgs::state_json`]; `what` names the file in
+    /// errors.
+    pub fn load_state(
+        &mut self,
+        json: &str,
+        mut get: impl FnMut(&str) -> Option<ArrayD<T>>,
+        what: &std::path::Path,
+    ) -> Result<()> {
+        let bad = |m: &str| Error::format(what, format!("L-BFGS state: {m}"));
+        let j: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| bad(&format!("metadata is not JSON ({e})")))?;
+        let int = |k: &str| j[k].as_u64().ok_or_else(|| bad(&format!("`{k}` missing")));
+        let float = |k: &str| int(k).map(f64::from_bits);
+        let ro: Vec<f64> = j["ro"]
+            .as_array()
+            .ok_or_else(|| bad("`ro` missing"))?
+            .iter()
+            .map(|v| {
+                v.as_u64()
+                    .map(f64::from_bits)
+                    .ok_or_else(|| bad("bad `ro`"))
+            })
+            .collect::<Result<_>>()?;
+        let mut vec = |k: &str| {
+            get(k)
+                .map(|a| a.iter().copied().collect::<Vec<T>>())
+                .ok_or_else(|| bad(&format!("tensor `{k}` missing")))
+        };
+        let mut st = LbfgsState {
+            n_iter: int("n_iter")?,
+            func_evals: int("func_evals")?,
+            d: vec("lbfgs.d")?,
+            t: float("t")?,
+            old_dirs: VecDeque::new(),
+            old_stps: VecDeque::new(),
+            ro: ro.iter().copied().collect(),
+            h_diag: float("h_diag")?,
+            prev_flat_grad: vec("lbfgs.prev_flat_grad")?,
+            prev_loss: float("prev_loss")?,
+        };
+        for i in 0..ro.len() {
+            st.old_dirs.push_back(vec(&format!("lbfgs.old_dirs.{i}"))?);
+            st.old_stps.push_back(vec(&format!("lbfgs.old_stps.{i}"))?);
+        }
+        self.state = st;
+        Ok(())
+    }
+}
+
+/// PyTorch's `_strong_wolfe` (c1 1e-4, c2 0.9, tolerance_change 1e-9) along `d` from `x`
+/// (loss `f`, gradient `g`, slope `gtd`), trying `t` first. Returns the accepted loss,
+/// gradient, step and the number of closure evaluations. `x` is left unchanged.
+#[allow(clippy::too_many_arguments)]
+fn strong_wolfe<T: Real>(
+    closure: &mut impl FnMut(&[T], &mut [T]) -> Result<f64>,
+    x: &[T],
+    mut t: f64,
+    d: &[T],
+    f: f64,
+    g: &[T],
+    gtd: f64,
+    max_ls: usize,
+) -> Result<(f64, Vec<T>, f64, usize)> {
+    const C1: f64 = 1e-4;
+    const C2: f64 = 0.9;
+    const TOL_CHANGE: f64 = 1e-9;
+    let d_norm = max_abs(d);
+    let mut xt = vec![T::zero(); x.len()];
+    let mut eval = |t: f64, xt: &mut Vec<T>| -> Result<(f64, Vec<T>, f64)> {
+        let tt = T::of(t);
+        xt.iter_mut()
+            .zip(x.iter().zip(d))
+            .for_each(|(o, (&p, &dv))| *o = p + tt * dv);
+        let mut gn = vec![T::zero(); x.len()];
+        let fv = closure(xt, &mut gn)?;
+        let gtd_new = dot(&gn, d);
+        Ok((fv, gn, gtd_new))
+    };
+    let (mut f_new, mut g_new, mut gtd_new) = eval(t, &mut xt)?;
+    let mut ls_func_evals = 1usize;
+    let (mut t_prev, mut f_prev, mut g_prev, mut gtd_prev) = (0.0f64, f, g.to_vec(), gtd);
+    let mut done = false;
+    let mut ls_iter = 0usize;
+    // bracket: (step, loss, gradient, slope)
+    let mut br: Vec<(f64, f64, Vec<T>, f64)> = vec![];
+    let mut broke = false;
+    while ls_iter < max_ls {
+        if f_new > f + C1 * t * gtd || (ls_iter > 1 && f_new >= f_prev) {
+            br = vec![
+                (t_prev, f_prev, std::mem::take(&mut g_prev), gtd_prev),
+                (t, f_new, std::mem::take(&mut g_new), gtd_new),
+            ];
+            broke = true;
+            break;
+        }
+        if gtd_new.abs() <= -C2 * gtd {
+            br = vec![(t, f_new, std::mem::take(&mut g_new), gtd_new)];
+            done = true;
+            broke = true;
+            break;
+        }
+        if gtd_new >= 0.0 {
+            br = vec![
+                (t_prev, f_prev, std::mem::take(&mut g_prev), gtd_prev),
+                (t, f_new, std::mem::take(&mut g_new), gtd_new),
+            ];
+            broke = true;
+            break;
+        }
+        let min_step = t + 0.01 * (t - t_prev);
+        let max_step = t * 10.0;
+        let tmp = t;
+        t = cubic_interpolate(
+            (t_prev, f_prev, gtd_prev),
+            (t, f_new, gtd_new),
+            Some((min_step, max_step)),
+        );
+        t_prev = tmp;
+        f_prev = f_new;
+        g_prev = g_new;
+        gtd_prev = gtd_new;
+        (f_new, g_new, gtd_new) = eval(t, &mut xt)?;
+        ls_func_evals += 1;
+        ls_iter += 1;
+    }
+    if !broke {
+        // reached max_ls: PyTorch keeps no slopes here, and the zoom below does not run
+        br = vec![(0.0, f, g.to_vec(), f64::NAN), (t, f_new, g_new, f64::NAN)];
+    }
+    let order = |br: &Vec<(f64, f64, Vec<T>, f64)>| {
+        if br[0].1 <= br[br.len() - 1].1 {
+            (0, 1)
+        } else {
+            (1, 0)
+        }
+    };
+    let mut insuf_progress = false;
+    let (mut low, mut high) = order(&br);
+    while !done && ls_iter < max_ls {
+        if (br[1].0 - br[0].0).abs() * d_norm < TOL_CHANGE {
+            break;
+        }
+        t = cubic_interpolate(
+            (br[0].0, br[0].1, br[0].3),
+            (br[1].0, br[1].1, br[1].3),
+            None,
+        );
+        let (bmax, bmin) = (br[0].0.max(br[1].0), br[0].0.min(br[1].0));
+        let eps = 0.1 * (bmax - bmin);
+        if (bmax - t).min(t - bmin) < eps {
+            if insuf_progress || t >= bmax || t <= bmin {
+                t = if (t - bmax).abs() < (t - bmin).abs() {
+                    bmax - eps
+                } else {
+                    bmin + eps
+                };
+                insuf_progress = false;
+            } else {
+                insuf_progress = true;
+            }
+        } else {
+            insuf_progress = false;
+        }
+        let (fv, gv, gtdv) = eval(t, &mut xt)?;
+        ls_func_evals += 1;
+        ls_iter += 1;
+        if fv > f + C1 * t * gtd || fv >= br[low].1 {
+            br[high] = (t, fv, gv, gtdv);
+            (low, high) = order(&br);
+        } else {
+            if gtdv.abs() <= -C2 * gtd {
+                done = true;
+            } else if gtdv * (br[high].0 - br[low].0) >= 0.0 {
+                br[high] = br[low].clone();
+            }
+            br[low] = (t, fv, gv, gtdv);
+        }
+    }
+    let (t, f_new, g_new, _) = br.swap_remove(low);
+    Ok((f_new, g_new, t, ls_func_evals))
 }
 
 /// A learning-rate schedule, stepped once per epoch.

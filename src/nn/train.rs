@@ -12,12 +12,14 @@
 //! is written to `epoch_NNN.safetensors` (PyTorch names) and the model + optimizer state to
 //! `resume.safetensors`, both atomically.
 //!
-//! With `--optimizer LBFGS` each batch is minimised for up to 20 iterations (PyTorch's
-//! `max_iter`) by [`crate::solver::Lbfgs`] (strong-Wolfe line search, `--history-size` pairs)
-//! on $\frac1B\sum\ell+\frac\lambda2\lVert(\Theta,W,b)\rVert^2$, the original
-//! `train_2nd_order.py` closure, with no schedule. Unlike `torch.optim.LBFGS` the curvature
-//! history is restarted on every batch (a new batch is a new function) and the line search
-//! chooses the step, so `--lr` is not used.
+//! With `--optimizer LBFGS` each batch is one `torch.optim.LBFGS(lr, history_size,
+//! line_search_fn="strong_wolfe")` step ([`crate::nn::optim::Lbfgs`]: up to 20 iterations,
+//! 25 evaluations) on $\frac1B\sum\ell+\frac\lambda2\lVert(\Theta,W,b)\rVert^2$, the original
+//! `train_2nd_order.py` closure, with no schedule. As in PyTorch the curvature history, last
+//! direction and step persist across batches (and across `--resume`: they are stored in
+//! `resume.safetensors`), `--lr` scales the initial step of every line search, and every
+//! closure evaluation is a train-mode forward pass, so it also updates the batch-norm running
+//! statistics. The logged loss and accuracy are those of the closure's first evaluation.
 //!
 //! Differences from the original, on purpose: the logged training accuracy comes from the
 //! train-mode logits before the step (the original re-runs the batch in eval mode after the
@@ -29,7 +31,7 @@ use crate::nn::data::{self, Dataset, DatasetName};
 use crate::nn::layers::loss::topk_hits;
 use crate::nn::layers::{LossKind, Module, TensorMut};
 use crate::nn::models::{ModelConfig, Net};
-use crate::nn::optim::{Optimizer, OptimizerKind, Schedule};
+use crate::nn::optim::{Lbfgs, Optimizer, OptimizerKind, Schedule};
 use ndarray::{Array2, Array4};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -62,7 +64,7 @@ pub struct TrainConfig {
     pub schedule: Schedule,
     /// Seed of initialisation, shuffling, augmentation and random labels.
     pub seed: u64,
-    /// L-BFGS history (unused until L-BFGS lands).
+    /// L-BFGS history size (`--history-size`).
     pub history_size: usize,
     /// First `m` training samples per class (`--sample-size`).
     pub sample_size: Option<usize>,
@@ -242,7 +244,7 @@ pub fn train(
     let mut logs: Vec<EpochLog> = vec![];
     let mut net: Net<f32> = Net::new(&cfg.model, cfg.seed)?;
     let lbfgs = cfg.optimizer == OptimizerKind::Lbfgs;
-    // L-BFGS keeps no state across batches; an unused SGD shell keeps the code paths uniform
+    // with L-BFGS an unused SGD shell keeps the code paths uniform
     let mut opt = Optimizer::<f32>::new(
         if lbfgs {
             OptimizerKind::Sgd
@@ -257,9 +259,11 @@ pub fn train(
             "is not supported with --optimizer LBFGS",
         ));
     }
-    if lbfgs && cfg.history_size == 0 {
-        return Err(Error::param("history-size", "must be at least 1"));
-    }
+    let mut lb: Option<Lbfgs<f32>> = if lbfgs {
+        Some(Lbfgs::new(cfg.lr, cfg.history_size)?)
+    } else {
+        None
+    };
     let has_run = cfg_path.is_file();
     match existing {
         Existing::Refuse if has_run => {
@@ -304,6 +308,15 @@ pub fn train(
             ck.load_into(&mut net)?;
             opt.load_state(|n| ck.tensor(n).map(|a| a.mapv(|v| v)));
             let meta = ck.metadata();
+            if let Some(lb) = lb.as_mut() {
+                let json = meta.get("lbfgs").ok_or_else(|| {
+                    Error::format(
+                        &resume_path,
+                        "no L-BFGS state in the metadata (written by an older ufm?); start the run again with --force",
+                    )
+                })?;
+                lb.load_state(json, |n| ck.tensor(n), &resume_path)?;
+            }
             start_epoch = meta
                 .get("epoch")
                 .and_then(|s| s.parse().ok())
@@ -367,8 +380,20 @@ pub fn train(
                 cfg.dataset,
                 augment.then_some(&mut aug_rng),
             );
+            if let Some(lb) = lb.as_mut() {
+                let (loss, a, b) = lbfgs_step(lb, &mut net, x, &y, cfg, (epoch, bi))?;
+                loss_sum += loss * idx.len() as f64;
+                h1 += a;
+                h5 += b;
+                seen += idx.len();
+                obs.batch(
+                    bi + 1,
+                    loss_sum / seen as f64,
+                    100.0 * h1 as f64 / seen as f64,
+                );
+                continue;
+            }
             net.zero_grad();
-            let mut x_lb = lbfgs.then(|| x.clone());
             let out = net.forward(x, true)?;
             let (loss, dz) = cfg.loss.eval(&out.logits, &y)?;
             if !loss.is_finite() {
@@ -384,19 +409,6 @@ pub fn train(
                 });
             }
             let (a, b) = topk_hits(&out.logits, &y);
-            if lbfgs {
-                lbfgs_batch(&mut net, x_lb.take().expect("batch kept"), &y, cfg)?;
-                loss_sum += loss * idx.len() as f64;
-                h1 += a;
-                h5 += b;
-                seen += idx.len();
-                obs.batch(
-                    bi + 1,
-                    loss_sum / seen as f64,
-                    100.0 * h1 as f64 / seen as f64,
-                );
-                continue;
-            }
             let df: Option<Array2<f32>> = (cfg.sep_decay && cfg.feature_decay_rate > 0.0)
                 .then(|| &out.features * (cfg.feature_decay_rate as f32 / idx.len() as f32));
             net.backward(&dz, df.as_ref());
@@ -438,7 +450,14 @@ pub fn train(
         )?;
         meta.insert("steps".to_string(), opt.steps.to_string());
         meta.insert("logs".to_string(), serde_json::to_string(&logs)?);
-        checkpoint::save(&resume_path, &mut net, &opt.state(), meta)?;
+        let extra = match &lb {
+            Some(lb) => {
+                meta.insert("lbfgs".to_string(), lb.state_json());
+                lb.state_tensors()
+            }
+            None => opt.state(),
+        };
+        checkpoint::save(&resume_path, &mut net, &extra, meta)?;
         crate::io::write_atomic(&run_dir.join("log.txt"), log_text.as_bytes())?;
         crate::io::write_atomic(
             &run_dir.join("train_history.json"),
@@ -478,80 +497,58 @@ fn set_params(net: &mut Net<f32>, x: &[f32]) {
     });
 }
 
-/// The original `train_2nd_order.py` closure on one batch:
-/// $\frac1B\sum_i\ell(z_i,y_i)+\frac\lambda2\lVert\theta\rVert^2$ over the trainable parameters.
-struct BatchObjective<'a> {
-    net: std::sync::Mutex<&'a mut Net<f32>>,
+/// One `optimizer.step(closure)` of [`Lbfgs`] on a batch with the original
+/// `train_2nd_order.py` closure $\frac1B\sum_i\ell(z_i,y_i)+\frac\lambda2\lVert\theta\rVert^2$
+/// over the trainable parameters (train mode). Returns the data loss and the top-1/top-5 hits
+/// of the closure's first evaluation (the parameters before the step).
+fn lbfgs_step(
+    lb: &mut Lbfgs<f32>,
+    net: &mut Net<f32>,
     x: Array4<f32>,
-    y: &'a [u32],
-    loss: LossKind,
-    weight_decay: f64,
-    dim: usize,
-}
-
-impl BatchObjective<'_> {
-    fn eval(&self, theta: &[f32], grad: Option<&mut [f32]>) -> f32 {
-        let mut net = self.net.lock().unwrap_or_else(|e| e.into_inner());
-        set_params(&mut net, theta);
-        net.zero_grad();
-        let Ok(out) = net.forward(self.x.clone(), true) else {
-            return f32::NAN;
-        };
-        let Ok((l, dz)) = self.loss.eval(&out.logits, self.y) else {
-            return f32::NAN;
-        };
-        let reg =
-            0.5 * self.weight_decay * theta.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>();
-        if let Some(g) = grad {
-            net.backward(&dz, None);
-            let mut at = 0;
-            let wd = self.weight_decay as f32;
-            net.visit("", &mut |_, t| {
-                if let TensorMut::Param(p) = t {
-                    if p.trainable {
-                        for (k, &gv) in p.grad.iter().enumerate() {
-                            g[at + k] = gv + wd * theta[at + k];
-                        }
-                        at += p.len();
-                    }
-                }
-            });
-        }
-        (l + reg) as f32
-    }
-}
-
-impl crate::solver::Objective<f32> for BatchObjective<'_> {
-    fn dim(&self) -> usize {
-        self.dim
-    }
-    fn value(&self, x: &[f32]) -> f32 {
-        self.eval(x, None)
-    }
-    fn value_grad(&self, x: &[f32], grad: &mut [f32]) -> f32 {
-        self.eval(x, Some(grad))
-    }
-}
-
-fn lbfgs_batch(net: &mut Net<f32>, x: Array4<f32>, y: &[u32], cfg: &TrainConfig) -> Result<()> {
+    y: &[u32],
+    cfg: &TrainConfig,
+    (epoch, batch): (usize, usize),
+) -> Result<(f64, usize, usize)> {
     let mut theta = flatten_params(net);
-    let obj = BatchObjective {
-        dim: theta.len(),
-        net: std::sync::Mutex::new(net),
-        x,
-        y,
-        loss: cfg.loss,
-        weight_decay: cfg.weight_decay,
-    };
-    let mut solver = crate::solver::Lbfgs::new(cfg.history_size)?;
-    let ex = crate::solver::Executor {
-        max_iter: 20,
-        tol: 1e-7,
-        time_limit: None,
-        observe_every: 1000,
-    };
-    ex.run(&obj, &mut solver, &mut theta, &mut [])?;
-    let net = obj.net.into_inner().unwrap_or_else(|e| e.into_inner());
+    let mut first: Option<(f64, usize, usize)> = None;
+    let wd = cfg.weight_decay;
+    lb.step(&mut theta, |th, g| {
+        set_params(net, th);
+        net.zero_grad();
+        let out = net.forward(x.clone(), true)?;
+        let (l, dz) = cfg.loss.eval(&out.logits, y)?;
+        if first.is_none() {
+            if !l.is_finite() {
+                return Err(Error::Diverged {
+                    solver: "LBFGS".into(),
+                    iter: batch,
+                    value: l,
+                    hint: format!(
+                        "the loss became non-finite in epoch {}; lower --lr (now {})",
+                        epoch + 1,
+                        cfg.lr
+                    ),
+                });
+            }
+            let (a, b) = topk_hits(&out.logits, y);
+            first = Some((l, a, b));
+        }
+        net.backward(&dz, None);
+        let mut at = 0;
+        let wdf = wd as f32;
+        net.visit("", &mut |_, t| {
+            if let TensorMut::Param(p) = t {
+                if p.trainable {
+                    for (k, &gv) in p.grad.iter().enumerate() {
+                        g[at + k] = gv + wdf * th[at + k];
+                    }
+                    at += p.len();
+                }
+            }
+        });
+        let sq: f64 = th.iter().map(|&v| (v as f64) * (v as f64)).sum();
+        Ok(l + 0.5 * wd * sq)
+    })?;
     set_params(net, &theta);
-    Ok(())
+    Ok(first.expect("the closure runs at least once"))
 }

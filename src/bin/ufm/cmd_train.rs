@@ -98,7 +98,10 @@ pub struct TrainArgs {
     /// File for cifar10_random labels (default <run>/random_labels.json; the data folder may be read-only).
     #[arg(long)]
     pub label_file: Option<PathBuf>,
-    /// Check the data files; without network access this prints where to place them.
+    /// Download the official data files into --data-dir (MNIST from torchvision's mirrors,
+    /// CIFAR-10 binary from cs.toronto.edu), verify their md5, and exit; files already there
+    /// are kept. UFM_DOWNLOAD_MIRROR=URL fetches the same file names from another server.
+    /// Without network access the error says where to put the files by hand.
     #[arg(long)]
     pub download: bool,
     /// Print the number of trainable parameters and exit.
@@ -202,26 +205,25 @@ pub fn run(args: TrainArgs) -> Result<()> {
     }
     if args.download {
         let dn: DatasetName = cfg.dataset;
-        match data::load(
+        let mirror = std::env::var("UFM_DOWNLOAD_MIRROR").ok();
+        let rep = ufm::nn::download::download(dn, &cfg.data_dir, mirror.as_deref(), &mut |m| {
+            eprintln!("{m}")
+        })?;
+        let d = data::load(
             dn,
             &cfg.data_dir,
             &std::env::temp_dir().join("ufm-label-probe.json"),
             cfg.seed,
-        ) {
-            Ok(d) => {
-                println!(
-                    "data present: {} train / {} test images in {}",
-                    d.train.len(),
-                    d.test.len(),
-                    cfg.data_dir.display()
-                );
-                return Ok(());
-            }
-            Err(_) => anyhow::bail!(
-                "`ufm` has no network client; {}",
-                data::download_instructions(dn, &cfg.data_dir)
-            ),
-        }
+        )?;
+        println!(
+            "data ready: {} train / {} test images in {} ({} fetched, {} already present)",
+            d.train.len(),
+            d.test.len(),
+            cfg.data_dir.display(),
+            rep.fetched.len(),
+            rep.present.len()
+        );
+        return Ok(());
     }
     let uid = args.uid.clone().unwrap_or_else(|| {
         let t = std::time::SystemTime::now()
