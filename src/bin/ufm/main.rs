@@ -36,8 +36,25 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("Error: {e:#}");
+            eprintln!("Error: {}", chain_message(&e));
             ExitCode::from(1)
         }
     }
+}
+
+/// The error and its causes joined by `: `, skipping a cause whose text the message already
+/// holds (the library's errors quote their source, e.g. `cannot read F: No such file`).
+fn chain_message(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if msg.contains(&s) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&s);
+    }
+    msg
 }
