@@ -13,10 +13,12 @@
 //! | [`models`] | MLP, ResNet-18 (torchvision / CIFAR stem / fixdim), `ResNet18_adapt`, ETF classifier |
 //! | [`optim`] | SGD, Adam (coupled weight decay), StepLR / MultiStepLR |
 //! | [`checkpoint`] | safetensors state dicts with PyTorch names |
+//! | [`cuda`] | the same layers as CUDA kernels: `ufm train/validate --device cuda` |
 //! | [`train`] | the training loop behind `ufm train` |
 //! | [`validate`] | NC metrics and accuracies per checkpoint (`ufm validate`) |
 
 pub mod checkpoint;
+pub mod cuda;
 pub mod data;
 pub mod layers;
 pub mod models;
