@@ -99,7 +99,7 @@ extern "C" __global__ void nn_cnhw_to_nchw_f32(const float* __restrict__ x, int 
 // double), invstd = 1 / sqrt(var + eps); running statistics updated with the unbiased variance:
 // r <- (1 - m) r + m s, exactly as the CPU layer (and PyTorch).
 extern "C" __global__ void nn_bn_stats_f32(const float* __restrict__ x, int n, int c, int l,
-                                           float momentum, float eps, float* __restrict__ mean,
+                                           double momentum, double eps, float* __restrict__ mean,
                                            float* __restrict__ invstd,
                                            float* __restrict__ running_mean,
                                            float* __restrict__ running_var) {
@@ -125,9 +125,9 @@ extern "C" __global__ void nn_bn_stats_f32(const float* __restrict__ x, int n, i
     sq = block_sum(sq);
     if (threadIdx.x == 0) {
         const double var = sq / (double)m;
-        const double mo = (double)momentum;
+        const double mo = momentum;
         mean[ci] = (float)mu;
-        invstd[ci] = (float)(1.0 / sqrt(var + (double)eps));
+        invstd[ci] = (float)(1.0 / sqrt(var + eps));
         running_mean[ci] = (float)((1.0 - mo) * (double)running_mean[ci] + mo * mu);
         running_var[ci] = (float)((1.0 - mo) * (double)running_var[ci] +
                                   mo * var * (double)m / (double)(m - 1));
@@ -137,11 +137,11 @@ extern "C" __global__ void nn_bn_stats_f32(const float* __restrict__ x, int n, i
 // Evaluation statistics: mean = running_mean, invstd = 1 / sqrt(running_var + eps).
 extern "C" __global__ void nn_bn_eval_stats_f32(const float* __restrict__ running_mean,
                                                 const float* __restrict__ running_var, int c,
-                                                float eps, float* __restrict__ mean,
+                                                double eps, float* __restrict__ mean,
                                                 float* __restrict__ invstd) {
     for (int ci = blockIdx.x * blockDim.x + threadIdx.x; ci < c; ci += gridDim.x * blockDim.x) {
         mean[ci] = running_mean[ci];
-        invstd[ci] = (float)(1.0 / sqrt((double)running_var[ci] + (double)eps));
+        invstd[ci] = (float)(1.0 / sqrt((double)running_var[ci] + eps));
     }
 }
 

@@ -288,8 +288,8 @@ pub(crate) struct Bn {
     pub rv: usize,
     pub cnt: usize,
     pub c: usize,
-    pub momentum: f32,
-    pub eps: f32,
+    pub momentum: f64,
+    pub eps: f64,
     cache: Option<BnCache>,
 }
 

@@ -43,6 +43,12 @@ pub(crate) fn for_each_batch(
     if cap == 0 {
         return Ok(());
     }
+    if (set.height, set.width) != (32, 32) {
+        return Err(Error::Data(format!(
+            "the GPU networks take 3 x 32 x 32 images, the data set has {} x {}",
+            set.height, set.width
+        )));
+    }
     let per = 3 * set.height * set.width;
     let ctx = g.be.context().clone();
     std::thread::scope(|s| -> Result<()> {
