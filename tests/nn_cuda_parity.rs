@@ -14,31 +14,6 @@ use assert_cmd::Command;
 use ufm::backend::Device;
 use ufm::nn::cuda::NnDevice;
 
-/// $\max|a-b|/\max|b|$ (NaN anywhere gives infinity).
-fn rel_err<'a>(a: impl IntoIterator<Item = &'a f32>, b: impl IntoIterator<Item = &'a f32>) -> f64 {
-    let (mut num, mut den) = (0.0f64, 0.0f64);
-    let mut n = 0usize;
-    for (&x, &y) in a.into_iter().zip(b) {
-        let (x, y) = (x as f64, y as f64);
-        if !x.is_finite() || !y.is_finite() {
-            return f64::INFINITY;
-        }
-        num = num.max((x - y).abs());
-        den = den.max(y.abs());
-        n += 1;
-    }
-    assert!(n > 0, "empty comparison");
-    num / den.max(f64::MIN_POSITIVE)
-}
-
-fn check(case: &str, what: &str, e: f64, tol: f64) {
-    println!("{case:<44} {what:<16} rel err {e:.2e} (tol {tol:.0e})");
-    assert!(
-        e <= tol,
-        "{case}: {what} relative error {e:.3e} > {tol:.0e}"
-    );
-}
-
 fn data_dir() -> std::path::PathBuf {
     std::env::var_os("UFM_DATA_DIR")
         .map(Into::into)
@@ -50,6 +25,44 @@ fn data_dir() -> std::path::PathBuf {
 #[cfg(feature = "cuda")]
 mod gpu {
     use super::*;
+
+    /// $\max|a-b|/\max|b|$ (NaN anywhere gives infinity).
+    fn rel_err<'a>(
+        a: impl IntoIterator<Item = &'a f32>,
+        b: impl IntoIterator<Item = &'a f32>,
+    ) -> f64 {
+        let (mut num, mut den) = (0.0f64, 0.0f64);
+        let mut n = 0usize;
+        for (&x, &y) in a.into_iter().zip(b) {
+            let (x, y) = (x as f64, y as f64);
+            if !x.is_finite() || !y.is_finite() {
+                return f64::INFINITY;
+            }
+            num = num.max((x - y).abs());
+            den = den.max(y.abs());
+            n += 1;
+        }
+        assert!(n > 0, "empty comparison");
+        num / den.max(f64::MIN_POSITIVE)
+    }
+
+    fn check(case: &str, what: &str, e: f64, tol: f64) {
+        println!("{case:<44} {what:<16} rel err {e:.2e} (tol {tol:.0e})");
+        assert!(
+            e <= tol,
+            "{case}: {what} relative error {e:.3e} > {tol:.0e}"
+        );
+    }
+
+    /// The comparison itself: identical inputs pass, a perturbation or a NaN fails.
+    #[test]
+    fn rel_err_measures_what_the_tolerances_assume() {
+        let a = [1.0f32, -2.0, 4.0];
+        assert_eq!(rel_err(&a, &a), 0.0);
+        let b = [1.0f32, -2.0, 4.004];
+        assert!((rel_err(&b, &a) - 1e-3).abs() < 1e-6);
+        assert_eq!(rel_err(&[f32::NAN, 0.0, 0.0], &a), f64::INFINITY);
+    }
     use ndarray::{Array1, Array2, Array4, ArrayD, Ix2, IxDyn};
     use rand::rngs::StdRng;
     use rand::SeedableRng;

@@ -1213,16 +1213,17 @@ impl GNet {
 // ---------------------------------------------------------------------------------------------
 // Loss and optimizer
 
-/// Mean loss (f64, as the CPU) and $\partial\ell/\partial Z$ of `logits` (`b × k`); `labels`
-/// are on the device.
-pub(crate) fn loss(
+/// Launches the loss kernel on `logits` (`b × k`, labels on the device): per-row losses
+/// (f64) and $\partial\ell/\partial Z$, without waiting; [`loss_value`] turns the row sum
+/// into the mean loss.
+pub(crate) fn loss_launch(
     g: &Gpu,
     kind: LossKind,
     logits: &DBuf<f32>,
     labels: &DBuf<u32>,
     b: usize,
     k: usize,
-) -> Result<(f64, DBuf<f32>)> {
+) -> Result<(DBuf<f64>, DBuf<f32>)> {
     let mut dz = g.uninit::<f32>(b * k)?;
     let mut rows = g.uninit::<f64>(b)?;
     let (bi, ki) = (i32_of("batch", b)?, i32_of("classes", k)?);
@@ -1243,13 +1244,30 @@ pub(crate) fn loss(
             [&logits.s, &labels.s, &bi, &ki, &mut dz.s, &mut rows.s]
         ),
     }
+    Ok((rows, dz))
+}
+
+/// The mean loss from the sum of the per-row values of [`loss_launch`] (as the CPU: cross-entropy
+/// over $B$, MSE over $BK$).
+pub(crate) fn loss_value(kind: LossKind, row_sum: f64, b: usize, k: usize) -> f64 {
+    match kind {
+        LossKind::CrossEntropy => row_sum / b as f64,
+        LossKind::Mse => row_sum / (b * k) as f64,
+    }
+}
+
+/// Mean loss (f64, as the CPU) and $\partial\ell/\partial Z$ (waits for the result).
+pub(crate) fn loss(
+    g: &Gpu,
+    kind: LossKind,
+    logits: &DBuf<f32>,
+    labels: &DBuf<u32>,
+    b: usize,
+    k: usize,
+) -> Result<(f64, DBuf<f32>)> {
+    let (rows, dz) = loss_launch(g, kind, logits, labels, b, k)?;
     let r = g.download(&rows, b)?;
-    let s: f64 = r.iter().sum();
-    let l = match kind {
-        LossKind::CrossEntropy => s / b as f64,
-        LossKind::Mse => s / (b * k) as f64,
-    };
-    Ok((l, dz))
+    Ok((loss_value(kind, r.iter().sum(), b, k), dz))
 }
 
 /// The fused SGD / Adam update of [`Optimizer`] on the device; `steps` counts as the CPU.
@@ -1271,8 +1289,7 @@ impl GOpt {
             ));
         }
         let state: HashMap<String, ArrayD<f32>> = opt.state().into_iter().collect();
-        let mut i = 0;
-        for p in net.st.params.iter_mut().filter(|p| p.trainable) {
+        for (i, p) in net.st.params.iter_mut().filter(|p| p.trainable).enumerate() {
             let n = p.w.len();
             let (a, b) = match opt.kind {
                 OptimizerKind::Sgd => (state.get(&format!("optim.{i}.momentum_buffer")), None),
@@ -1282,8 +1299,17 @@ impl GOpt {
                 ),
             };
             let mut m = g.zeros::<f32>(n)?;
-            let mut v = g.zeros::<f32>(n)?;
-            for (src, dst) in [(a, &mut m), (b, &mut v)] {
+            // SGD keeps one buffer per parameter, Adam two
+            let mut v = if opt.kind == OptimizerKind::Adam {
+                Some(g.zeros::<f32>(n)?)
+            } else {
+                None
+            };
+            let pairs: Vec<(Option<&ArrayD<f32>>, &mut DBuf<f32>)> = match v.as_mut() {
+                Some(vb) => vec![(a, &mut m), (b, vb)],
+                None => vec![(a, &mut m)],
+            };
+            for (src, dst) in pairs {
                 if let Some(t) = src {
                     if t.len() != n {
                         return Err(Error::shape(
@@ -1297,8 +1323,7 @@ impl GOpt {
                 }
             }
             p.m = Some(m);
-            p.v = Some(v);
-            i += 1;
+            p.v = v;
         }
         Ok(GOpt {
             kind: opt.kind,
@@ -1313,10 +1338,9 @@ impl GOpt {
     /// Writes the state (and `steps`) back into `opt` in its checkpoint names.
     pub fn to_cpu(&self, g: &Gpu, net: &GNet, opt: &mut Optimizer<f32>) -> Result<()> {
         let mut map: HashMap<String, ArrayD<f32>> = HashMap::new();
-        let mut i = 0;
         // The CPU optimizer creates its state on the first step: none before that.
         if self.steps > 0 {
-            for p in net.st.params.iter().filter(|p| p.trainable) {
+            for (i, p) in net.st.params.iter().filter(|p| p.trainable).enumerate() {
                 let n = p.w.len();
                 let shape = p.shape.clone();
                 let dl = |b: &Option<DBuf<f32>>| -> Result<ArrayD<f32>> {
@@ -1336,7 +1360,6 @@ impl GOpt {
                         map.insert(format!("optim.{i}.exp_avg_sq"), dl(&p.v)?);
                     }
                 }
-                i += 1;
             }
         }
         opt.steps = self.steps;
@@ -1352,12 +1375,11 @@ impl GOpt {
         for p in net.st.params.iter_mut().filter(|p| p.trainable) {
             let n = p.w.len();
             let len = n as i64;
-            let (Some(m), Some(v)) = (p.m.as_mut(), p.v.as_mut()) else {
-                return Err(Error::Cuda {
-                    context: "GPU optimizer".into(),
-                    reason: format!("no state for {}", p.name),
-                });
+            let no_state = || Error::Cuda {
+                context: "GPU optimizer".into(),
+                reason: format!("no state for {}", p.name),
             };
+            let m = p.m.as_mut().ok_or_else(no_state)?;
             match self.kind {
                 OptimizerKind::Sgd => {
                     let (lr, mu, first) = (lr as f32, self.momentum as f32, i32::from(t == 1));
@@ -1370,6 +1392,7 @@ impl GOpt {
                     );
                 }
                 OptimizerKind::Adam => {
+                    let v = p.v.as_mut().ok_or_else(no_state)?;
                     let (b1, b2) = self.betas;
                     let bc1 = 1.0 - b1.powi(t as i32);
                     let bc2 = (1.0 - b2.powi(t as i32)).sqrt();

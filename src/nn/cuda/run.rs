@@ -3,7 +3,7 @@
 //! `ufm validate --device cuda`.
 
 use super::gpu::{drv, Act, Gpu};
-use super::model::{loss, GNet, GOpt};
+use super::model::{loss_launch, loss_value, GNet, GOpt};
 use crate::backend::cuda::CudaBackend;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
@@ -112,6 +112,70 @@ pub(crate) fn for_each_batch(
     })
 }
 
+/// A batch whose loss and logits are on their way to the host.
+struct Pending {
+    bi: usize,
+    slot: usize,
+    n: usize,
+    labels: Vec<u32>,
+}
+
+/// Two slots of pinned host memory for the per-row losses and the logits of a batch.
+struct HostResults {
+    rows: [PinnedHostSlice<f64>; 2],
+    logits: [PinnedHostSlice<f32>; 2],
+}
+
+impl HostResults {
+    fn new(g: &Gpu, batch: usize, k: usize) -> Result<Self> {
+        let ctx = g.be.context();
+        let b = batch.max(1);
+        // SAFETY: the buffers are only read after a device-to-host copy into them completed
+        // (the pinned slice's event orders the read after the copy).
+        let pin = |len: usize| unsafe { ctx.alloc_pinned_with_flags::<f64>(len, 0) };
+        // SAFETY: as above.
+        let pin32 = |len: usize| unsafe { ctx.alloc_pinned_with_flags::<f32>(len, 0) };
+        let e = drv("allocating pinned host memory");
+        Ok(HostResults {
+            rows: [pin(b).map_err(drv("pinned"))?, pin(b).map_err(e)?],
+            logits: [
+                pin32(b * k).map_err(drv("pinned"))?,
+                pin32(b * k).map_err(drv("pinned"))?,
+            ],
+        })
+    }
+
+    /// Enqueues the copies of `rows` (n) and `logits` (n × k) into `slot`.
+    fn copy(
+        &mut self,
+        g: &Gpu,
+        slot: usize,
+        rows: &super::gpu::DBuf<f64>,
+        logits: &super::gpu::DBuf<f32>,
+        n: usize,
+        k: usize,
+    ) -> Result<()> {
+        g.stream
+            .memcpy_dtoh(&rows.s.slice(0..n), &mut self.rows[slot])
+            .map_err(drv("copying losses to the host"))?;
+        g.stream
+            .memcpy_dtoh(&logits.s.slice(0..n * k), &mut self.logits[slot])
+            .map_err(drv("copying logits to the host"))
+    }
+
+    /// Waits for the copies into `slot` and returns the losses and the logits.
+    fn read(&mut self, slot: usize, n: usize, k: usize) -> Result<(Vec<f64>, Array2<f32>)> {
+        let rows = self.rows[slot].as_slice().map_err(drv("reading losses"))?[..n].to_vec();
+        let lg = self.logits[slot]
+            .as_slice()
+            .map_err(drv("reading logits"))?[..n * k]
+            .to_vec();
+        let lg = Array2::from_shape_vec((n, k), lg)
+            .map_err(|e| Error::numerical("logits", e.to_string()))?;
+        Ok((rows, lg))
+    }
+}
+
 /// [`crate::nn::train::train`] on the GPU: same run directory, batches, logs and checkpoints.
 pub(crate) fn train_cuda(
     cfg: &TrainConfig,
@@ -153,6 +217,37 @@ pub(crate) fn train_cuda(
         obs.epoch_start(epoch + 1, batches.len(), lr);
         let (mut loss_sum, mut h1, mut h5, mut seen) = (0.0, 0usize, 0usize, 0usize);
         let aug = run.augment.then_some(aug_rng);
+        // Loss rows and logits of batch i are copied into pinned host buffers behind the
+        // batch's work and read while batch i+1 runs, so the host never drains the queue.
+        let mut host = HostResults::new(&g, cfg.batch_size, k)?;
+        let mut pending: Option<Pending> = None;
+        let mut account = |p: Pending, host: &mut HostResults| -> Result<()> {
+            let (rows, logits) = host.read(p.slot, p.n, k)?;
+            let l = loss_value(cfg.loss, rows.iter().sum(), p.n, k);
+            if !l.is_finite() {
+                return Err(Error::Diverged {
+                    solver: format!("{:?}", cfg.optimizer),
+                    iter: p.bi,
+                    value: l,
+                    hint: format!(
+                        "the loss became non-finite in epoch {}; lower --lr (now {})",
+                        epoch + 1,
+                        cfg.lr
+                    ),
+                });
+            }
+            let (a, b) = topk_hits(&logits, &p.labels);
+            loss_sum += l * p.n as f64;
+            h1 += a;
+            h5 += b;
+            seen += p.n;
+            obs.batch(
+                p.bi + 1,
+                loss_sum / seen as f64,
+                100.0 * h1 as f64 / seen as f64,
+            );
+            Ok(())
+        };
         for_each_batch(
             &g,
             &run.data.train,
@@ -162,23 +257,10 @@ pub(crate) fn train_cuda(
             |bi, x, y, n| {
                 let yd = g.upload(y)?;
                 let out = gnet.forward(&g, x, n, true)?;
-                let (l, dz) = loss(&g, cfg.loss, &out.logits, &yd, n, k)?;
-                if !l.is_finite() {
-                    return Err(Error::Diverged {
-                        solver: format!("{:?}", cfg.optimizer),
-                        iter: bi,
-                        value: l,
-                        hint: format!(
-                            "the loss became non-finite in epoch {}; lower --lr (now {})",
-                            epoch + 1,
-                            cfg.lr
-                        ),
-                    });
-                }
-                let logits = Array2::from_shape_vec((n, k), g.download(&out.logits, n * k)?)
-                    .map_err(|e| Error::numerical("logits", e.to_string()))?;
+                let (rows, dz) = loss_launch(&g, cfg.loss, &out.logits, &yd, n, k)?;
+                let slot = bi % 2;
+                host.copy(&g, slot, &rows, &out.logits, n, k)?;
                 drop(out);
-                let (a, b) = topk_hits(&logits, y);
                 let fd = (cfg.sep_decay && cfg.feature_decay_rate > 0.0)
                     .then(|| cfg.feature_decay_rate as f32 / n as f32);
                 gnet.backward(&g, &dz, fd)?;
@@ -186,18 +268,21 @@ pub(crate) fn train_cuda(
                     gnet.classifier_decay(&g, cfg.weight_decay as f32)?;
                 }
                 gopt.step(&g, &mut gnet, lr)?;
-                loss_sum += l * n as f64;
-                h1 += a;
-                h5 += b;
-                seen += n;
-                obs.batch(
-                    bi + 1,
-                    loss_sum / seen as f64,
-                    100.0 * h1 as f64 / seen as f64,
-                );
+                let now = Pending {
+                    bi,
+                    slot,
+                    n,
+                    labels: y.to_vec(),
+                };
+                if let Some(p) = pending.replace(now) {
+                    account(p, &mut host)?;
+                }
                 Ok(())
             },
         )?;
+        if let Some(p) = pending.take() {
+            account(p, &mut host)?;
+        }
         g.stream.synchronize().map_err(drv("synchronize"))?;
         let seconds = t0.elapsed().as_secs_f64();
         let log = EpochLog {
