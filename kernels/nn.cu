@@ -6,7 +6,8 @@
 // activations are N x C with l = 1). The im2col buffer is `cols[(c*k + p)*k + q][(n*oh + i)*ow + j]`
 // (C*k*k rows of N*oh*ow), as the CPU layer, so one SGEMM gives the output in CNHW order and a
 // permute kernel brings it back to NCHW. Reductions accumulate in double, as the CPU code.
-// Every kernel grid-strides (64-bit indices), so the launch size only affects speed.
+// Every kernel grid-strides, so the launch size only affects speed. Index arithmetic is 32-bit
+// (64-bit division is slow on GPUs): the Rust side refuses tensors of 2^31 or more elements.
 
 // ---------------------------------------------------------------------------------------------
 // Convolution helpers
@@ -15,20 +16,18 @@
 extern "C" __global__ void nn_im2col_f32(const float* __restrict__ x, int n, int c, int h, int w,
                                          int k, int s, int pad, int oh, int ow,
                                          float* __restrict__ cols) {
-    const long long ncol = (long long)n * oh * ow;
-    const long long total = (long long)c * k * k * ncol;
-    for (long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x; t < total;
-         t += (long long)gridDim.x * blockDim.x) {
-        const long long col = t % ncol;
-        const int r = (int)(t / ncol);
+    const int ncol = n * oh * ow;
+    const int total = c * k * k * ncol;
+    for (int t = blockIdx.x * blockDim.x + threadIdx.x; t < total; t += gridDim.x * blockDim.x) {
+        const int col = t % ncol;
+        const int r = t / ncol;
         const int ci = r / (k * k), p = (r / k) % k, q = r % k;
-        const int j = (int)(col % ow);
-        const int i = (int)((col / ow) % oh);
-        const int ni = (int)(col / ((long long)ow * oh));
+        const int j = col % ow;
+        const int i = (col / ow) % oh;
+        const int ni = col / (ow * oh);
         const int yy = i * s + p - pad, xx = j * s + q - pad;
         float v = 0.0f;
-        if (yy >= 0 && yy < h && xx >= 0 && xx < w)
-            v = x[(((long long)ni * c + ci) * h + yy) * w + xx];
+        if (yy >= 0 && yy < h && xx >= 0 && xx < w) v = x[((ni * c + ci) * h + yy) * w + xx];
         cols[t] = v;
     }
 }
@@ -39,14 +38,13 @@ extern "C" __global__ void nn_im2col_f32(const float* __restrict__ x, int n, int
 extern "C" __global__ void nn_col2im_f32(const float* __restrict__ cols, int n, int c, int h,
                                          int w, int k, int s, int pad, int oh, int ow,
                                          float* __restrict__ x) {
-    const long long ncol = (long long)n * oh * ow;
-    const long long total = (long long)n * c * h * w;
-    for (long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x; t < total;
-         t += (long long)gridDim.x * blockDim.x) {
-        const int xx = (int)(t % w);
-        const int yy = (int)((t / w) % h);
-        const int ci = (int)((t / ((long long)w * h)) % c);
-        const int ni = (int)(t / ((long long)w * h * c));
+    const int ncol = n * oh * ow;
+    const int total = n * c * h * w;
+    for (int t = blockIdx.x * blockDim.x + threadIdx.x; t < total; t += gridDim.x * blockDim.x) {
+        const int xx = t % w;
+        const int yy = (t / w) % h;
+        const int ci = (t / (w * h)) % c;
+        const int ni = t / (w * h * c);
         float acc = 0.0f;
         for (int p = 0; p < k; ++p) {
             const int iy = yy + pad - p;
@@ -59,7 +57,7 @@ extern "C" __global__ void nn_col2im_f32(const float* __restrict__ cols, int n, 
                 const int j = jx / s;
                 if (j >= ow) continue;
                 const int r = (ci * k + p) * k + q;
-                acc += cols[(long long)r * ncol + ((long long)ni * oh + i) * ow + j];
+                acc += cols[r * ncol + (ni * oh + i) * ow + j];
             }
         }
         x[t] = acc;
@@ -69,26 +67,24 @@ extern "C" __global__ void nn_col2im_f32(const float* __restrict__ cols, int n, 
 // y[ci][ni][j] = x[ni][ci][j]  (NCHW -> CNHW, l = H*W).
 extern "C" __global__ void nn_nchw_to_cnhw_f32(const float* __restrict__ x, int n, int c, int l,
                                                float* __restrict__ y) {
-    const long long total = (long long)n * c * l;
-    for (long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x; t < total;
-         t += (long long)gridDim.x * blockDim.x) {
-        const int j = (int)(t % l);
-        const int ci = (int)((t / l) % c);
-        const int ni = (int)(t / ((long long)l * c));
-        y[((long long)ci * n + ni) * l + j] = x[t];
+    const int total = n * c * l;
+    for (int t = blockIdx.x * blockDim.x + threadIdx.x; t < total; t += gridDim.x * blockDim.x) {
+        const int j = t % l;
+        const int ci = (t / l) % c;
+        const int ni = t / (l * c);
+        y[(ci * n + ni) * l + j] = x[t];
     }
 }
 
 // y[ni][ci][j] = x[ci][ni][j]  (CNHW -> NCHW).
 extern "C" __global__ void nn_cnhw_to_nchw_f32(const float* __restrict__ x, int n, int c, int l,
                                                float* __restrict__ y) {
-    const long long total = (long long)n * c * l;
-    for (long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x; t < total;
-         t += (long long)gridDim.x * blockDim.x) {
-        const int j = (int)(t % l);
-        const int ci = (int)((t / l) % c);
-        const int ni = (int)(t / ((long long)l * c));
-        y[t] = x[((long long)ci * n + ni) * l + j];
+    const int total = n * c * l;
+    for (int t = blockIdx.x * blockDim.x + threadIdx.x; t < total; t += gridDim.x * blockDim.x) {
+        const int j = t % l;
+        const int ci = (t / l) % c;
+        const int ni = t / (l * c);
+        y[t] = x[(ci * n + ni) * l + j];
     }
 }
 
@@ -106,10 +102,10 @@ extern "C" __global__ void nn_bn_stats_f32(const float* __restrict__ x, int n, i
     __shared__ double s_mu;
     const int ci = blockIdx.x;
     if (ci >= c) return;
-    const long long m = (long long)n * l;
+    const int m = n * l;
     double acc = 0.0;
-    for (long long t = threadIdx.x; t < m; t += blockDim.x) {
-        const long long ni = t / l, j = t % l;
+    for (int t = threadIdx.x; t < m; t += blockDim.x) {
+        const int ni = t / l, j = t % l;
         acc += (double)x[(ni * c + ci) * l + j];
     }
     acc = block_sum(acc);
@@ -117,8 +113,8 @@ extern "C" __global__ void nn_bn_stats_f32(const float* __restrict__ x, int n, i
     __syncthreads();
     const double mu = s_mu;
     double sq = 0.0;
-    for (long long t = threadIdx.x; t < m; t += blockDim.x) {
-        const long long ni = t / l, j = t % l;
+    for (int t = threadIdx.x; t < m; t += blockDim.x) {
+        const int ni = t / l, j = t % l;
         const double d = (double)x[(ni * c + ci) * l + j] - mu;
         sq += d * d;
     }
@@ -153,10 +149,9 @@ extern "C" __global__ void nn_bn_fwd_f32(const float* __restrict__ x,
                                          const float* __restrict__ beta,
                                          const float* __restrict__ res, int has_res, int relu,
                                          int n, int c, int l, float* __restrict__ y) {
-    const long long total = (long long)n * c * l;
-    for (long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x; t < total;
-         t += (long long)gridDim.x * blockDim.x) {
-        const int ci = (int)((t / l) % c);
+    const int total = n * c * l;
+    for (int t = blockIdx.x * blockDim.x + threadIdx.x; t < total; t += gridDim.x * blockDim.x) {
+        const int ci = (t / l) % c;
         const float h = (x[t] - mean[ci]) * invstd[ci];
         float v = h * gamma[ci] + beta[ci];
         if (has_res) v += res[t];
@@ -176,11 +171,11 @@ extern "C" __global__ void nn_bn_bwd_reduce_f32(const float* __restrict__ dy,
                                                 float* __restrict__ sums) {
     const int ci = blockIdx.x;
     if (ci >= c) return;
-    const long long m = (long long)n * l;
+    const int m = n * l;
     const float mu = mean[ci], inv = invstd[ci];
     double sd = 0.0, sdh = 0.0;
-    for (long long t = threadIdx.x; t < m; t += blockDim.x) {
-        const long long at = ((t / l) * c + ci) * l + t % l;
+    for (int t = threadIdx.x; t < m; t += blockDim.x) {
+        const int at = ((t / l) * c + ci) * l + t % l;
         const float d = dy[at];
         const float h = (x[at] - mu) * inv;
         sd += (double)d;
@@ -204,11 +199,10 @@ extern "C" __global__ void nn_bn_bwd_dx_f32(const float* __restrict__ dy,
                                             const float* __restrict__ gamma,
                                             const float* __restrict__ sums, int train, int n,
                                             int c, int l, float* __restrict__ dx) {
-    const long long total = (long long)n * c * l;
-    const float m = (float)((long long)n * l);
-    for (long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x; t < total;
-         t += (long long)gridDim.x * blockDim.x) {
-        const int ci = (int)((t / l) % c);
+    const int total = n * c * l;
+    const float m = (float)(n * l);
+    for (int t = blockIdx.x * blockDim.x + threadIdx.x; t < total; t += gridDim.x * blockDim.x) {
+        const int ci = (t / l) % c;
         const float d = dy[t];
         if (train) {
             const float h = (x[t] - mean[ci]) * invstd[ci];
@@ -259,9 +253,8 @@ extern "C" __global__ void nn_add_f32(float* __restrict__ y, const float* __rest
 // y[i][j] += b[j] (linear-layer bias), y rows x cols.
 extern "C" __global__ void nn_bias_rows_f32(float* __restrict__ y, const float* __restrict__ b,
                                             int rows, int cols) {
-    const long long total = (long long)rows * cols;
-    for (long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x; t < total;
-         t += (long long)gridDim.x * blockDim.x)
+    const int total = rows * cols;
+    for (int t = blockIdx.x * blockDim.x + threadIdx.x; t < total; t += gridDim.x * blockDim.x)
         y[t] += b[t % cols];
 }
 
@@ -283,12 +276,11 @@ extern "C" __global__ void nn_colsum_f32(const float* __restrict__ x, int rows, 
 extern "C" __global__ void nn_maxpool_fwd_f32(const float* __restrict__ x, int planes, int h,
                                               int w, int k, int s, int pad, int oh, int ow,
                                               float* __restrict__ y, int* __restrict__ arg) {
-    const long long total = (long long)planes * oh * ow;
-    for (long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x; t < total;
-         t += (long long)gridDim.x * blockDim.x) {
-        const int j = (int)(t % ow);
-        const int i = (int)((t / ow) % oh);
-        const long long pl = t / ((long long)ow * oh);
+    const int total = planes * oh * ow;
+    for (int t = blockIdx.x * blockDim.x + threadIdx.x; t < total; t += gridDim.x * blockDim.x) {
+        const int j = t % ow;
+        const int i = (t / ow) % oh;
+        const int pl = t / (ow * oh);
         const float* plane = x + pl * h * w;
         float best = ufm_neg_inf<float>();
         int bi = 0;
@@ -317,12 +309,11 @@ extern "C" __global__ void nn_maxpool_bwd_f32(const float* __restrict__ dy,
                                               const int* __restrict__ arg, int planes, int h,
                                               int w, int k, int s, int pad, int oh, int ow,
                                               float* __restrict__ dx) {
-    const long long total = (long long)planes * h * w;
-    for (long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x; t < total;
-         t += (long long)gridDim.x * blockDim.x) {
-        const int xx = (int)(t % w);
-        const int yy = (int)((t / w) % h);
-        const long long pl = t / ((long long)w * h);
+    const int total = planes * h * w;
+    for (int t = blockIdx.x * blockDim.x + threadIdx.x; t < total; t += gridDim.x * blockDim.x) {
+        const int xx = t % w;
+        const int yy = (t / w) % h;
+        const int pl = t / (w * h);
         const int idx = yy * w + xx;
         // windows i with i*s - pad <= yy <= i*s - pad + k - 1
         int i0 = yy + pad - k + 1;
@@ -336,7 +327,7 @@ extern "C" __global__ void nn_maxpool_bwd_f32(const float* __restrict__ dy,
         float acc = 0.0f;
         for (int i = i0; i <= i1; ++i)
             for (int j = j0; j <= j1; ++j) {
-                const long long o = (pl * oh + i) * ow + j;
+                const int o = (pl * oh + i) * ow + j;
                 if (arg[o] == idx) acc += dy[o];
             }
         dx[t] = acc;
@@ -361,9 +352,8 @@ extern "C" __global__ void nn_avgpool_fwd_f32(const float* __restrict__ x, int p
 extern "C" __global__ void nn_avgpool_bwd_f32(const float* __restrict__ dy, int planes, int l,
                                               float* __restrict__ dx) {
     const float sc = (float)(1.0 / (double)l);
-    const long long total = (long long)planes * l;
-    for (long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x; t < total;
-         t += (long long)gridDim.x * blockDim.x)
+    const int total = planes * l;
+    for (int t = blockIdx.x * blockDim.x + threadIdx.x; t < total; t += gridDim.x * blockDim.x)
         dx[t] = dy[t / l] * sc;
 }
 

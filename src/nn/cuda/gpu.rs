@@ -18,6 +18,19 @@ use std::sync::Arc;
 /// Threads per block of every 1-D launch.
 pub(crate) const THREADS: u32 = 256;
 
+/// Largest tensor (elements) the kernels index with 32-bit arithmetic, with room for the
+/// grid-stride step.
+pub(crate) const MAX_ELEMENTS: usize = (1 << 31) - (1 << 25);
+
+fn check_len(len: usize) -> Result<()> {
+    if len > MAX_ELEMENTS {
+        return Err(Error::Unsupported(format!(
+            "a device tensor of {len} elements exceeds the kernels' 32-bit index range ({MAX_ELEMENTS}); use a smaller --batch-size"
+        )));
+    }
+    Ok(())
+}
+
 pub(crate) fn drv(context: impl Into<String>) -> impl FnOnce(DriverError) -> Error {
     let context = context.into();
     move |e| Error::Cuda {
@@ -129,6 +142,7 @@ impl Gpu {
 
     /// A zero-filled buffer.
     pub fn zeros<T: DeviceRepr + ValidAsZeroBits>(&self, len: usize) -> Result<DBuf<T>> {
+        check_len(len)?;
         let s = self
             .stream
             .alloc_zeros::<T>(len.max(1))
@@ -138,6 +152,7 @@ impl Gpu {
 
     /// An uninitialised buffer, for outputs a kernel or GEMM writes completely.
     pub fn uninit<T: DeviceRepr>(&self, len: usize) -> Result<DBuf<T>> {
+        check_len(len)?;
         // SAFETY: every caller passes the buffer as the output of a kernel or GEMM that writes
         // all `len` elements before anything reads them.
         let s = unsafe { self.stream.alloc::<T>(len.max(1)) }
@@ -147,6 +162,7 @@ impl Gpu {
 
     /// A buffer holding `v`.
     pub fn upload<T: DeviceRepr>(&self, v: &[T]) -> Result<DBuf<T>> {
+        check_len(v.len())?;
         let s = self
             .stream
             .clone_htod(v)
