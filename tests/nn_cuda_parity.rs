@@ -1,6 +1,7 @@
-//! CPU/GPU parity of the network layers (`ufm train --device cuda`): every GPU layer of
-//! `ufm::nn::cuda` against the CPU layer of `ufm::nn::layers` on the same seeded inputs
-//! (outputs and all gradients, normwise relative error `max|a - b| / max|b|` <= 1e-4 in f32),
+//! CPU/GPU parity of the network layers (`ufm train --device cuda`): the PyTorch fixtures of
+//! `tests/nn_torch_parity.rs` on the GPU layers (1e-4 relative, as the CPU layers), every GPU
+//! layer of `ufm::nn::cuda` against the CPU layer of `ufm::nn::layers` on the same seeded
+//! inputs (outputs and all gradients, normwise relative error `max|a - b| / max|b|` <= 1e-4 in f32),
 //! one full training step of every model variant (the parameter *updates* agree to 1e-3:
 //! gradients through up to 18 layers of f32 GEMMs summed in different orders), and a short
 //! training run with the same seed and batch order (per-epoch loss within 1e-3 relative, top-1
@@ -278,6 +279,151 @@ mod gpu {
                 check(&case, "value", ((gl - l) / l).abs(), 1e-12);
                 check(&case, "dz", rel_err(&gdz, &dz), 1e-6);
             }
+        }
+    }
+
+    /// The PyTorch fixtures of `tests/nn_torch_parity.rs` (written by
+    /// `scripts/make_torch_fixtures.py`, float64 references) on the GPU layers, f32 tolerance
+    /// 1e-4 relative to the largest reference entry, as the CPU layers must meet.
+    #[test]
+    fn gpu_layers_match_the_pytorch_fixtures() {
+        use ndarray_npy::NpzReader;
+        let Some(g) = layers() else { return };
+        let dir = {
+            let d = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+            if d.is_dir() {
+                d
+            } else {
+                std::path::PathBuf::from("tests/fixtures") // a copy of the tree on a GPU machine
+            }
+        };
+        let open = |name: &str| {
+            let p = dir.join(format!("{name}.npz"));
+            NpzReader::new(
+                std::fs::File::open(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+            )
+            .unwrap()
+        };
+        fn get(f: &mut NpzReader<std::fs::File>, k: &str) -> ArrayD<f64> {
+            f.by_name(&format!("{k}.npy"))
+                .or_else(|_| f.by_name(k))
+                .unwrap_or_else(|e| panic!("{k}: {e}"))
+        }
+        let f32s = |a: &ArrayD<f64>| a.mapv(|v| v as f32);
+        let cmp = |what: &str, a: &[f32], b: &ArrayD<f64>| {
+            let b: Vec<f32> = b.iter().map(|&v| v as f32).collect();
+            assert_eq!(a.len(), b.len(), "{what}: size");
+            // the reference is f64; rounding it to f32 costs < 1e-7 relative
+            check("pytorch fixture", what, rel_err(a, &b), 1e-4);
+        };
+        let mut f = open("linear");
+        let x: Array2<f32> = f32s(&get(&mut f, "x")).into_dimensionality().unwrap();
+        let w: Array2<f32> = f32s(&get(&mut f, "w")).into_dimensionality().unwrap();
+        let b: Array1<f32> = f32s(&get(&mut f, "b")).into_dimensionality().unwrap();
+        let dy: Array2<f32> = f32s(&get(&mut f, "dy")).into_dimensionality().unwrap();
+        let (y, dw, db, dx) = g.linear(&x, &w, Some(&b), &dy).unwrap();
+        cmp("linear y", y.as_slice().unwrap(), &get(&mut f, "y"));
+        cmp("linear dx", dx.as_slice().unwrap(), &get(&mut f, "dx"));
+        cmp("linear dw", dw.as_slice().unwrap(), &get(&mut f, "dw"));
+        cmp(
+            "linear db",
+            db.unwrap().as_slice().unwrap(),
+            &get(&mut f, "db"),
+        );
+        for (k, s, p) in [(3, 1, 1), (3, 2, 1), (7, 2, 3), (1, 2, 0)] {
+            let mut f = open(&format!("conv_k{k}_s{s}_p{p}"));
+            let x: Array4<f32> = f32s(&get(&mut f, "x")).into_dimensionality().unwrap();
+            let w: Array4<f32> = f32s(&get(&mut f, "w")).into_dimensionality().unwrap();
+            let dy: Array4<f32> = f32s(&get(&mut f, "dy")).into_dimensionality().unwrap();
+            let (y, dw, dx) = g.conv2d(&x, &w, s, p, &dy).unwrap();
+            cmp(
+                &format!("conv k{k} s{s} y"),
+                y.as_slice().unwrap(),
+                &get(&mut f, "y"),
+            );
+            cmp(
+                &format!("conv k{k} s{s} dx"),
+                dx.as_slice().unwrap(),
+                &get(&mut f, "dx"),
+            );
+            cmp(
+                &format!("conv k{k} s{s} dw"),
+                dw.as_slice().unwrap(),
+                &get(&mut f, "dw"),
+            );
+        }
+        for name in ["bn2d", "bn1d"] {
+            let mut f = open(name);
+            let mut bn = BatchNorm::<f32>::new(3);
+            bn.weight.value = f32s(&get(&mut f, "gamma"));
+            bn.bias.value = f32s(&get(&mut f, "beta"));
+            let (x, dy) = (f32s(&get(&mut f, "x")), f32s(&get(&mut f, "dy")));
+            let tr = g.batch_norm(&bn, &x, true, &dy).unwrap();
+            cmp(
+                &format!("{name} y"),
+                tr.y.as_slice().unwrap(),
+                &get(&mut f, "y"),
+            );
+            cmp(
+                &format!("{name} dx"),
+                tr.dx.as_slice().unwrap(),
+                &get(&mut f, "dx"),
+            );
+            cmp(
+                &format!("{name} running_mean"),
+                &tr.running_mean,
+                &get(&mut f, "running_mean"),
+            );
+            cmp(
+                &format!("{name} running_var"),
+                &tr.running_var,
+                &get(&mut f, "running_var"),
+            );
+            // then eval mode with the updated running statistics; PyTorch's parameter
+            // gradients accumulate over both calls
+            bn.running_mean = ArrayD::from_shape_vec(IxDyn(&[3]), tr.running_mean.clone()).unwrap();
+            bn.running_var = ArrayD::from_shape_vec(IxDyn(&[3]), tr.running_var.clone()).unwrap();
+            let ev = g.batch_norm(&bn, &x, false, &dy).unwrap();
+            cmp(
+                &format!("{name} y eval"),
+                ev.y.as_slice().unwrap(),
+                &get(&mut f, "y_eval"),
+            );
+            cmp(
+                &format!("{name} dx eval"),
+                ev.dx.as_slice().unwrap(),
+                &get(&mut f, "dx_eval"),
+            );
+            let dg: Vec<f32> = tr
+                .dgamma
+                .iter()
+                .zip(&ev.dgamma)
+                .map(|(a, b)| a + b)
+                .collect();
+            let dbt: Vec<f32> = tr.dbeta.iter().zip(&ev.dbeta).map(|(a, b)| a + b).collect();
+            cmp(&format!("{name} dgamma"), &dg, &get(&mut f, "dgamma"));
+            cmp(&format!("{name} dbeta"), &dbt, &get(&mut f, "dbeta"));
+        }
+        let mut f = open("maxpool");
+        let x: Array4<f32> = f32s(&get(&mut f, "x")).into_dimensionality().unwrap();
+        let dy: Array4<f32> = f32s(&get(&mut f, "dy")).into_dimensionality().unwrap();
+        let (y, dx) = g.max_pool(&x, (3, 2, 1), &dy).unwrap();
+        cmp("maxpool y", y.as_slice().unwrap(), &get(&mut f, "y"));
+        cmp("maxpool dx", dx.as_slice().unwrap(), &get(&mut f, "dx"));
+        for (name, kind) in [
+            ("cross_entropy", LossKind::CrossEntropy),
+            ("mse", LossKind::Mse),
+        ] {
+            let mut f = open(name);
+            let z: Array2<f32> = f32s(&get(&mut f, "z")).into_dimensionality().unwrap();
+            let labels: Vec<u32> = get(&mut f, "labels").iter().map(|&v| v as u32).collect();
+            let (l, dz) = g.loss(kind, &z, &labels).unwrap();
+            cmp(&format!("{name} loss"), &[l as f32], &get(&mut f, "loss"));
+            cmp(
+                &format!("{name} dz"),
+                dz.as_slice().unwrap(),
+                &get(&mut f, "dz"),
+            );
         }
     }
 
