@@ -16,7 +16,8 @@ use crate::nn::train::{
     epoch_batches, epoch_order, EpochLog, Existing, RunState, TrainConfig, TrainObserver,
 };
 use crate::nn::validate::EvalResult;
-use cudarc::driver::PinnedHostSlice;
+use cudarc::driver::sys::CUevent_flags;
+use cudarc::driver::{CudaEvent, PinnedHostSlice};
 use ndarray::Array2;
 use rand::rngs::StdRng;
 use std::rc::Rc;
@@ -26,6 +27,19 @@ use std::time::Instant;
 
 /// Pinned host buffers in flight between the loader thread and the device.
 const PINNED_BUFFERS: usize = 3;
+
+/// A pinned host buffer with the event recorded after the last copy out of it; dropping it
+/// waits for that copy (pinned memory must not be freed under a transfer).
+struct PinnedBuf {
+    buf: PinnedHostSlice<f32>,
+    ev: CudaEvent,
+}
+
+impl Drop for PinnedBuf {
+    fn drop(&mut self) {
+        let _ = self.ev.synchronize();
+    }
+}
 
 /// Runs `f(batch index, images on the device, labels, batch size)` over `batches` of `set`,
 /// in order. A background thread normalises (and with `aug` augments, drawing from the
@@ -51,17 +65,24 @@ pub(crate) fn for_each_batch(
     }
     let per = 3 * set.height * set.width;
     let ctx = g.be.context().clone();
+    // Each pinned buffer travels with an event recorded after the copy out of it: cudarc only
+    // records its own events in multi-stream mode with event tracking, which this backend does
+    // not use, so the loader waits on ours before overwriting a buffer.
     std::thread::scope(|s| -> Result<()> {
-        let (pool_tx, pool_rx) = sync_channel::<PinnedHostSlice<f32>>(PINNED_BUFFERS);
+        let (pool_tx, pool_rx) = sync_channel::<PinnedBuf>(PINNED_BUFFERS);
         for _ in 0..PINNED_BUFFERS {
             // SAFETY: the buffer is written by the loader before it is copied to the device.
             let b = unsafe { ctx.alloc_pinned::<f32>(cap * per) }
                 .map_err(drv("allocating pinned host memory"))?;
+            let ev = ctx
+                .new_event(Some(CUevent_flags::CU_EVENT_DISABLE_TIMING))
+                .map_err(drv("creating an event"))?;
             pool_tx
-                .send(b)
+                .send(PinnedBuf { buf: b, ev })
                 .map_err(|_| Error::numerical("data loader", "buffer pool closed"))?;
         }
-        let (tx, rx) = sync_channel::<(PinnedHostSlice<f32>, Vec<u32>, usize)>(PINNED_BUFFERS - 1);
+        type Filled = (PinnedBuf, Vec<u32>, usize);
+        let (tx, rx) = sync_channel::<Filled>(PINNED_BUFFERS - 1);
         let lctx = ctx.clone();
         let loader = s.spawn(move || -> Result<()> {
             lctx.bind_to_thread()
@@ -69,14 +90,17 @@ pub(crate) fn for_each_batch(
             let mut aug = aug;
             for idx in batches {
                 let (x, y) = data::make_batch::<f32>(set, idx, name, aug.as_mut());
-                let Ok(mut buf) = pool_rx.recv() else {
+                let Ok(mut pb) = pool_rx.recv() else {
                     return Ok(()); // the consumer stopped
                 };
                 // Waits until the previous copy out of this buffer has finished.
-                let dst = buf.as_mut_slice().map_err(drv("pinned buffer"))?;
+                pb.ev
+                    .synchronize()
+                    .map_err(drv("waiting for a batch copy"))?;
+                let dst = pb.buf.as_mut_slice().map_err(drv("pinned buffer"))?;
                 let src = x.as_slice().expect("fresh batch is contiguous");
                 dst[..src.len()].copy_from_slice(src);
-                if tx.send((buf, y, idx.len())).is_err() {
+                if tx.send((pb, y, idx.len())).is_err() {
                     return Ok(());
                 }
             }
@@ -84,15 +108,16 @@ pub(crate) fn for_each_batch(
         });
         let mut result = Ok(());
         for bi in 0..batches.len() {
-            let Ok((buf, y, n)) = rx.recv() else {
+            let Ok((pb, y, n)) = rx.recv() else {
                 break; // the loader failed: its error is returned below
             };
             let step = (|| -> Result<()> {
                 let mut xd = g.uninit::<f32>(cap * per)?;
                 g.stream
-                    .memcpy_htod(&buf, &mut xd.s)
+                    .memcpy_htod(&pb.buf, &mut xd.s)
                     .map_err(drv("copying a batch to the device"))?;
-                let _ = pool_tx.send(buf);
+                pb.ev.record(&g.stream).map_err(drv("recording an event"))?;
+                let _ = pool_tx.send(pb);
                 f(bi, Rc::new(xd), &y, n)
             })();
             if step.is_err() {
@@ -124,6 +149,16 @@ struct Pending {
 struct HostResults {
     rows: [PinnedHostSlice<f64>; 2],
     logits: [PinnedHostSlice<f32>; 2],
+    /// Recorded after the copies into each slot (cudarc records none on a single stream).
+    done: [CudaEvent; 2],
+}
+
+impl Drop for HostResults {
+    fn drop(&mut self) {
+        for e in &self.done {
+            let _ = e.synchronize();
+        }
+    }
 }
 
 impl HostResults {
@@ -136,7 +171,12 @@ impl HostResults {
         // SAFETY: as above.
         let pin32 = |len: usize| unsafe { ctx.alloc_pinned_with_flags::<f32>(len, 0) };
         let e = drv("allocating pinned host memory");
+        let ev = || {
+            ctx.new_event(Some(CUevent_flags::CU_EVENT_DISABLE_TIMING))
+                .map_err(drv("creating an event"))
+        };
         Ok(HostResults {
+            done: [ev()?, ev()?],
             rows: [pin(b).map_err(drv("pinned"))?, pin(b).map_err(e)?],
             logits: [
                 pin32(b * k).map_err(drv("pinned"))?,
@@ -160,11 +200,17 @@ impl HostResults {
             .map_err(drv("copying losses to the host"))?;
         g.stream
             .memcpy_dtoh(&logits.s.slice(0..n * k), &mut self.logits[slot])
-            .map_err(drv("copying logits to the host"))
+            .map_err(drv("copying logits to the host"))?;
+        self.done[slot]
+            .record(&g.stream)
+            .map_err(drv("recording an event"))
     }
 
     /// Waits for the copies into `slot` and returns the losses and the logits.
     fn read(&mut self, slot: usize, n: usize, k: usize) -> Result<(Vec<f64>, Array2<f32>)> {
+        self.done[slot]
+            .synchronize()
+            .map_err(drv("waiting for the losses"))?;
         let rows = self.rows[slot].as_slice().map_err(drv("reading losses"))?[..n].to_vec();
         let lg = self.logits[slot]
             .as_slice()
