@@ -99,6 +99,7 @@ impl Gpu {
             funcs.insert(op, be.function(&kernels::nn(op))?);
         }
         let blas = be.blas()?;
+        keep_pool_memory(&be);
         let stream = be.stream().clone();
         let max_blocks = 32 * be.multiprocessors();
         Ok(Gpu {
@@ -307,6 +308,31 @@ macro_rules! launch {
     }};
 }
 pub(crate) use launch;
+
+/// Keeps freed device memory in the device's stream-ordered pool (release threshold = max),
+/// as PyTorch's caching allocator does: every batch allocates and frees its activations, and
+/// by default the pool returns memory to the driver at each synchronisation. Only speed
+/// depends on it, so a failure is ignored.
+fn keep_pool_memory(be: &CudaBackend) {
+    use cudarc::driver::sys;
+    let dev = be.context().cu_device();
+    let _ = std::panic::catch_unwind(|| {
+        let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+        // SAFETY: `pool` is a valid out-pointer; the call only reads the device's default pool.
+        let r = unsafe { sys::cuDeviceGetDefaultMemPool(&mut pool, dev) };
+        if r == sys::cudaError_enum::CUDA_SUCCESS && !pool.is_null() {
+            let mut threshold: u64 = u64::MAX;
+            // SAFETY: RELEASE_THRESHOLD takes a pointer to a u64 (cuMemPoolSetAttribute docs).
+            let _ = unsafe {
+                sys::cuMemPoolSetAttribute(
+                    pool,
+                    sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+                    &mut threshold as *mut u64 as *mut std::ffi::c_void,
+                )
+            };
+        }
+    });
+}
 
 /// `i32` kernel argument, or an error naming what overflowed.
 pub(crate) fn i32_of(what: &str, v: usize) -> Result<i32> {
