@@ -85,6 +85,38 @@ pub fn class_stat(what: &str, dtype: &str) -> String {
     format!("reduce_class_{what}_{dtype}")
 }
 
+/// The network-layer kernels of `kernels/nn.cu` (f32 only), by operation.
+pub const NN_OPS: [&str; 23] = [
+    "im2col",
+    "col2im",
+    "nchw_to_cnhw",
+    "cnhw_to_nchw",
+    "bn_stats",
+    "bn_eval_stats",
+    "bn_fwd",
+    "bn_bwd_reduce",
+    "bn_bwd_dx",
+    "relu_fwd",
+    "relu_bwd",
+    "axpy",
+    "add",
+    "bias_rows",
+    "colsum",
+    "maxpool_fwd",
+    "maxpool_bwd",
+    "avgpool_fwd",
+    "avgpool_bwd",
+    "ce",
+    "mse",
+    "sgd",
+    "adam",
+];
+
+/// `nn_<op>_f32`: a network-layer kernel of `kernels/nn.cu` (`op` from [`NN_OPS`]).
+pub fn nn(op: &str) -> String {
+    format!("nn_{op}_f32")
+}
+
 /// Every entry-point name the builders above can produce, in module order.
 pub fn all_named_entries() -> Vec<(&'static str, String)> {
     let mut v = Vec::new();
@@ -108,6 +140,9 @@ pub fn all_named_entries() -> Vec<(&'static str, String)> {
         for what in ["sums", "ss", "scatter"] {
             v.push((REDUCE.file, class_stat(what, dt)));
         }
+    }
+    for op in NN_OPS {
+        v.push((NN.file, nn(op)));
     }
     v
 }
@@ -188,8 +223,39 @@ pub const REDUCE: KernelModule = KernelModule {
     ],
 };
 
+/// `kernels/nn.cu`: the network layers for `ufm train --device cuda`.
+pub const NN: KernelModule = KernelModule {
+    file: "kernels/nn.cu",
+    source: include_str!("../../kernels/nn.cu"),
+    entries: &[
+        "nn_im2col_f32",
+        "nn_col2im_f32",
+        "nn_nchw_to_cnhw_f32",
+        "nn_cnhw_to_nchw_f32",
+        "nn_bn_stats_f32",
+        "nn_bn_eval_stats_f32",
+        "nn_bn_fwd_f32",
+        "nn_bn_bwd_reduce_f32",
+        "nn_bn_bwd_dx_f32",
+        "nn_relu_fwd_f32",
+        "nn_relu_bwd_f32",
+        "nn_axpy_f32",
+        "nn_add_f32",
+        "nn_bias_rows_f32",
+        "nn_colsum_f32",
+        "nn_maxpool_fwd_f32",
+        "nn_maxpool_bwd_f32",
+        "nn_avgpool_fwd_f32",
+        "nn_avgpool_bwd_f32",
+        "nn_ce_f32",
+        "nn_mse_f32",
+        "nn_sgd_f32",
+        "nn_adam_f32",
+    ],
+};
+
 /// All modules.
-pub const MODULES: [KernelModule; 2] = [UFM, REDUCE];
+pub const MODULES: [KernelModule; 3] = [UFM, REDUCE, NN];
 
 /// The module that registers `entry`, if any.
 pub fn module_of(entry: &str) -> Option<&'static KernelModule> {

@@ -14,10 +14,12 @@
 //! | [`models`] | MLP, ResNet-18 (torchvision / CIFAR stem / fixdim), `ResNet18_adapt`, ETF classifier |
 //! | [`optim`] | SGD, Adam (coupled weight decay), L-BFGS as `torch.optim.LBFGS`, StepLR / MultiStepLR |
 //! | [`checkpoint`] | safetensors state dicts with PyTorch names |
+//! | [`cuda`] | the same layers as CUDA kernels: `ufm train/validate --device cuda` |
 //! | [`train`] | the training loop behind `ufm train` |
 //! | [`validate`] | NC metrics and accuracies per checkpoint (`ufm validate`) |
 
 pub mod checkpoint;
+pub mod cuda;
 pub mod data;
 pub mod download;
 pub mod layers;

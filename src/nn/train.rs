@@ -27,6 +27,7 @@
 
 use crate::error::{Error, Result};
 use crate::nn::checkpoint::{self, Checkpoint};
+use crate::nn::cuda::NnDevice;
 use crate::nn::data::{self, Dataset, DatasetName};
 use crate::nn::layers::loss::topk_hits;
 use crate::nn::layers::{LossKind, Module, TensorMut};
@@ -238,10 +239,6 @@ pub fn train(
     obs: &mut dyn TrainObserver,
 ) -> Result<Vec<EpochLog>> {
     cfg.validate()?;
-    let cfg_path = run_dir.join("config.json");
-    let resume_path = run_dir.join("resume.safetensors");
-    let mut start_epoch = 0;
-    let mut logs: Vec<EpochLog> = vec![];
     let mut net: Net<f32> = Net::new(&cfg.model, cfg.seed)?;
     let lbfgs = cfg.optimizer == OptimizerKind::Lbfgs;
     // with L-BFGS an unused SGD shell keeps the code paths uniform
@@ -264,113 +261,17 @@ pub fn train(
     } else {
         None
     };
-    let has_run = cfg_path.is_file();
-    match existing {
-        Existing::Refuse if has_run => {
-            return Err(Error::param(
-                "uid",
-                format!(
-                "{} already holds a run; pass --force to overwrite it or --resume to continue it",
-                run_dir.display()
-            ),
-            ))
-        }
-        Existing::Overwrite if has_run => {
-            for e in list_checkpoints(run_dir)? {
-                let p = checkpoint_path(run_dir, e);
-                std::fs::remove_file(&p).map_err(|er| Error::io("remove", &p, er))?;
-            }
-            let _ = std::fs::remove_file(&resume_path);
-        }
-        Existing::Resume => {
-            if !resume_path.is_file() {
-                return Err(Error::param(
-                    "resume",
-                    format!(
-                        "{} has no resume.safetensors to continue from",
-                        run_dir.display()
-                    ),
-                ));
-            }
-            let old = read_config(run_dir)?;
-            let mut a = old.clone();
-            a.epochs = cfg.epochs;
-            if a != *cfg {
-                return Err(Error::param(
-                    "resume",
-                    format!(
-                        "the flags differ from {} (only --epochs may change on resume)",
-                        cfg_path.display()
-                    ),
-                ));
-            }
-            let ck = Checkpoint::open(&resume_path)?;
-            ck.load_into(&mut net)?;
-            opt.load_state(|n| ck.tensor(n).map(|a| a.mapv(|v| v)));
-            let meta = ck.metadata();
-            if let Some(lb) = lb.as_mut() {
-                let json = meta.get("lbfgs").ok_or_else(|| {
-                    Error::format(
-                        &resume_path,
-                        "no L-BFGS state in the metadata (written by an older ufm?); start the run again with --force",
-                    )
-                })?;
-                lb.load_state(json, |n| ck.tensor(n), &resume_path)?;
-            }
-            start_epoch = meta
-                .get("epoch")
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| Error::format(&resume_path, "no epoch in metadata"))?;
-            opt.steps = meta.get("steps").and_then(|s| s.parse().ok()).unwrap_or(0);
-            if let Some(l) = meta.get("logs") {
-                logs = serde_json::from_str(l)?;
-            }
-            obs.note(&format!(
-                "resuming {} after epoch {start_epoch}",
-                run_dir.display()
-            ));
-        }
-        _ => {}
-    }
-    crate::io::write_atomic(&cfg_path, serde_json::to_string_pretty(cfg)?.as_bytes())?;
-    let d = cfg.load_data(run_dir)?;
-    for n in &d.notes {
-        obs.note(n);
-    }
-    let train_idx = cfg.train_indices(&d)?;
-    let augment = cfg.sota && cfg.dataset != DatasetName::Mnist;
-    let mut log_text = logs
-        .iter()
-        .map(|l| {
-            format!(
-                "epoch {:3} lr {:.6} loss {:.6} top1 {:.3} top5 {:.3} time {:.1}s\n",
-                l.epoch, l.lr, l.loss, l.top1, l.top5, l.seconds
-            )
-        })
-        .collect::<String>();
-    if start_epoch == 0 {
-        log_text = format!(
-            "ufm train: {} {:?} params {} seed {}\n",
-            cfg.dataset.as_str(),
-            cfg.model.arch,
-            net.n_trainable(),
-            cfg.seed
-        );
-    }
-    for epoch in start_epoch..cfg.epochs {
+    let mut run = RunState::open(cfg, run_dir, existing, obs, &mut net, &mut opt, lb.as_mut())?;
+    for epoch in run.start_epoch..cfg.epochs {
         let t0 = Instant::now();
         let lr = if lbfgs {
             cfg.lr
         } else {
             cfg.schedule.lr(cfg.lr, epoch)
         };
-        let mut order = train_idx.clone();
-        order.shuffle(&mut StdRng::seed_from_u64(epoch_seed(cfg.seed, epoch, 1)));
-        let mut aug_rng = StdRng::seed_from_u64(epoch_seed(cfg.seed, epoch, 2));
-        let batches: Vec<&[usize]> = order
-            .chunks(cfg.batch_size)
-            .filter(|b| b.len() > 1)
-            .collect();
+        let (order, mut aug_rng) = epoch_order(cfg, &run.train_idx, epoch);
+        let batches = epoch_batches(&order, cfg.batch_size);
+        let (d, augment) = (&run.data, run.augment);
         obs.epoch_start(epoch + 1, batches.len(), lr);
         let (mut loss_sum, mut h1, mut h5, mut seen) = (0.0, 0usize, 0usize, 0usize);
         for (bi, idx) in batches.iter().enumerate() {
@@ -434,38 +335,217 @@ pub fn train(
             top5: 100.0 * h5 as f64 / seen.max(1) as f64,
             seconds: t0.elapsed().as_secs_f64(),
         };
+        run.end_epoch(log, &mut net, &opt, lb.as_ref(), obs)?;
+    }
+    Ok(run.logs)
+}
+
+/// [`train`] on `device` (from [`NnDevice::select`]): the CPU layers, or the CUDA kernels of
+/// [`crate::nn::cuda`] with the same batches, logs and checkpoints.
+pub fn train_on(
+    cfg: &TrainConfig,
+    run_dir: &Path,
+    existing: Existing,
+    obs: &mut dyn TrainObserver,
+    device: &NnDevice,
+) -> Result<Vec<EpochLog>> {
+    match device {
+        NnDevice::Cpu { .. } => train(cfg, run_dir, existing, obs),
+        #[cfg(feature = "cuda")]
+        NnDevice::Cuda(b) => crate::nn::cuda::train_cuda(cfg, run_dir, existing, obs, b),
+    }
+}
+
+/// The shuffled training indices of `epoch` (seeded by `(seed, epoch)`) and the generator of
+/// that epoch's augmentation.
+pub(crate) fn epoch_order(
+    cfg: &TrainConfig,
+    train_idx: &[usize],
+    epoch: usize,
+) -> (Vec<usize>, StdRng) {
+    let mut order = train_idx.to_vec();
+    order.shuffle(&mut StdRng::seed_from_u64(epoch_seed(cfg.seed, epoch, 1)));
+    (order, StdRng::seed_from_u64(epoch_seed(cfg.seed, epoch, 2)))
+}
+
+/// Minibatches of `order` (a last batch of one sample is dropped: batch norm needs two).
+pub(crate) fn epoch_batches(order: &[usize], batch_size: usize) -> Vec<&[usize]> {
+    order.chunks(batch_size).filter(|b| b.len() > 1).collect()
+}
+
+/// A run directory being trained: the resume point, the logs so far and the data; shared by
+/// the CPU loop and the CUDA loop (`crate::nn::cuda`).
+pub(crate) struct RunState {
+    pub(crate) run_dir: PathBuf,
+    pub(crate) start_epoch: usize,
+    pub(crate) logs: Vec<EpochLog>,
+    log_text: String,
+    pub(crate) data: Dataset,
+    pub(crate) train_idx: Vec<usize>,
+    pub(crate) augment: bool,
+}
+
+impl RunState {
+    /// Prepares `run_dir` per `existing` (refuse / overwrite / resume into `net` and `opt`),
+    /// writes `config.json` and loads the data.
+    pub(crate) fn open(
+        cfg: &TrainConfig,
+        run_dir: &Path,
+        existing: Existing,
+        obs: &mut dyn TrainObserver,
+        net: &mut Net<f32>,
+        opt: &mut Optimizer<f32>,
+        lb: Option<&mut Lbfgs<f32>>,
+    ) -> Result<Self> {
+        let cfg_path = run_dir.join("config.json");
+        let resume_path = run_dir.join("resume.safetensors");
+        let mut start_epoch = 0;
+        let mut logs: Vec<EpochLog> = vec![];
+        let has_run = cfg_path.is_file();
+        match existing {
+            Existing::Refuse if has_run => {
+                return Err(Error::param(
+                    "uid",
+                    format!(
+                    "{} already holds a run; pass --force to overwrite it or --resume to continue it",
+                    run_dir.display()
+                ),
+                ))
+            }
+            Existing::Overwrite if has_run => {
+                for e in list_checkpoints(run_dir)? {
+                    let p = checkpoint_path(run_dir, e);
+                    std::fs::remove_file(&p).map_err(|er| Error::io("remove", &p, er))?;
+                }
+                let _ = std::fs::remove_file(&resume_path);
+            }
+            Existing::Resume => {
+                if !resume_path.is_file() {
+                    return Err(Error::param(
+                        "resume",
+                        format!(
+                            "{} has no resume.safetensors to continue from",
+                            run_dir.display()
+                        ),
+                    ));
+                }
+                let old = read_config(run_dir)?;
+                let mut a = old.clone();
+                a.epochs = cfg.epochs;
+                if a != *cfg {
+                    return Err(Error::param(
+                        "resume",
+                        format!(
+                            "the flags differ from {} (only --epochs may change on resume)",
+                            cfg_path.display()
+                        ),
+                    ));
+                }
+                let ck = Checkpoint::open(&resume_path)?;
+                ck.load_into(net)?;
+                opt.load_state(|n| ck.tensor(n).map(|a| a.mapv(|v| v)));
+                let meta = ck.metadata();
+                if let Some(lb) = lb {
+                    let json = meta.get("lbfgs").ok_or_else(|| {
+                        Error::format(
+                            &resume_path,
+                            "no L-BFGS state in the metadata (written by an older ufm?); start the run again with --force",
+                        )
+                    })?;
+                    lb.load_state(json, |n| ck.tensor(n), &resume_path)?;
+                }
+                start_epoch = meta
+                    .get("epoch")
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| Error::format(&resume_path, "no epoch in metadata"))?;
+                opt.steps = meta.get("steps").and_then(|s| s.parse().ok()).unwrap_or(0);
+                if let Some(l) = meta.get("logs") {
+                    logs = serde_json::from_str(l)?;
+                }
+                obs.note(&format!(
+                    "resuming {} after epoch {start_epoch}",
+                    run_dir.display()
+                ));
+            }
+            _ => {}
+        }
+        crate::io::write_atomic(&cfg_path, serde_json::to_string_pretty(cfg)?.as_bytes())?;
+        let d = cfg.load_data(run_dir)?;
+        for n in &d.notes {
+            obs.note(n);
+        }
+        let train_idx = cfg.train_indices(&d)?;
+        let augment = cfg.sota && cfg.dataset != DatasetName::Mnist;
+        let mut log_text = logs
+            .iter()
+            .map(|l| {
+                format!(
+                    "epoch {:3} lr {:.6} loss {:.6} top1 {:.3} top5 {:.3} time {:.1}s\n",
+                    l.epoch, l.lr, l.loss, l.top1, l.top5, l.seconds
+                )
+            })
+            .collect::<String>();
+        if start_epoch == 0 {
+            log_text = format!(
+                "ufm train: {} {:?} params {} seed {}\n",
+                cfg.dataset.as_str(),
+                cfg.model.arch,
+                net.n_trainable(),
+                cfg.seed
+            );
+        }
+        Ok(RunState {
+            run_dir: run_dir.to_path_buf(),
+            start_epoch,
+            logs,
+            log_text,
+            data: d,
+            train_idx,
+            augment,
+        })
+    }
+
+    /// Records an epoch: checkpoint, resume file (model + optimizer state), `log.txt` and
+    /// `train_history.json`, all atomically; then tells `obs`.
+    pub(crate) fn end_epoch(
+        &mut self,
+        log: EpochLog,
+        net: &mut Net<f32>,
+        opt: &Optimizer<f32>,
+        lb: Option<&Lbfgs<f32>>,
+        obs: &mut dyn TrainObserver,
+    ) -> Result<()> {
+        let (run_dir, epoch) = (&self.run_dir, log.epoch - 1);
+        let resume_path = run_dir.join("resume.safetensors");
+        let logs = &mut self.logs;
+        let log_text = &mut self.log_text;
         logs.push(log.clone());
-        log_text += &format!(
+        *log_text += &format!(
             "epoch {:3} lr {:.6} loss {:.6} top1 {:.3} top5 {:.3} time {:.1}s\n",
             log.epoch, log.lr, log.loss, log.top1, log.top5, log.seconds
         );
         let mut meta = HashMap::new();
         meta.insert("format".to_string(), "pt".to_string());
         meta.insert("epoch".to_string(), (epoch + 1).to_string());
-        checkpoint::save(
-            &checkpoint_path(run_dir, epoch + 1),
-            &mut net,
-            &[],
-            meta.clone(),
-        )?;
+        checkpoint::save(&checkpoint_path(run_dir, epoch + 1), net, &[], meta.clone())?;
         meta.insert("steps".to_string(), opt.steps.to_string());
         meta.insert("logs".to_string(), serde_json::to_string(&logs)?);
-        let extra = match &lb {
+        let extra = match lb {
             Some(lb) => {
                 meta.insert("lbfgs".to_string(), lb.state_json());
                 lb.state_tensors()
             }
             None => opt.state(),
         };
-        checkpoint::save(&resume_path, &mut net, &extra, meta)?;
+        checkpoint::save(&resume_path, net, &extra, meta)?;
         crate::io::write_atomic(&run_dir.join("log.txt"), log_text.as_bytes())?;
         crate::io::write_atomic(
             &run_dir.join("train_history.json"),
             serde_json::to_string_pretty(&logs)?.as_bytes(),
         )?;
         obs.epoch_end(&log);
+        Ok(())
     }
-    Ok(logs)
 }
 
 /// Trainable parameters of `net` as one flat vector (visit order).

@@ -12,6 +12,7 @@
 use crate::error::{Error, Result};
 use crate::metrics::{nc_summary, ClassStats};
 use crate::nn::checkpoint::Checkpoint;
+use crate::nn::cuda::NnDevice;
 use crate::nn::data::{self, DatasetName, ImageSet};
 use crate::nn::layers::loss::topk_hits;
 use crate::nn::models::Net;
@@ -100,11 +101,21 @@ pub fn validate_checkpoint(
     )?;
     let test_idx: Vec<usize> = (0..d.test.len()).collect();
     let te = evaluate(net, &d.test, &test_idx, d.name, batch_size, None)?;
-    let fs = stats.finish()?;
+    epoch_metrics(epoch, &stats.finish()?, net, tr, te)
+}
+
+/// One CSV row from the class statistics of the training features and the accuracies.
+fn epoch_metrics(
+    epoch: usize,
+    fs: &crate::metrics::FeatureStats,
+    net: &Net<f32>,
+    tr: EvalResult,
+    te: EvalResult,
+) -> Result<EpochMetrics> {
     let (w, b) = net.classifier();
     let w64 = w.mapv(|v| v as f64);
     let b64 = b.map(|b| b.mapv(|v| v as f64));
-    let s = nc_summary(&fs, Some(w64.view()), b64.as_ref().map(|b| b.view()))?;
+    let s = nc_summary(fs, Some(w64.view()), b64.as_ref().map(|b| b.view()))?;
     Ok(EpochMetrics {
         epoch,
         nc1: s.nc1,
@@ -195,6 +206,19 @@ pub fn validate_run(
     run_dir: &Path,
     data_dir: Option<&Path>,
     batch_size: usize,
+    on_epoch: impl FnMut(&EpochMetrics),
+) -> Result<Vec<EpochMetrics>> {
+    validate_run_on(run_dir, data_dir, batch_size, &NnDevice::cpu(), on_epoch)
+}
+
+/// [`validate_run`] on `device`: on CUDA the features are extracted by the GPU network and
+/// their class statistics accumulated on the GPU
+/// ([`Backend::class_stats`](crate::backend::Backend::class_stats)); the metrics are the same.
+pub fn validate_run_on(
+    run_dir: &Path,
+    data_dir: Option<&Path>,
+    batch_size: usize,
+    device: &NnDevice,
     mut on_epoch: impl FnMut(&EpochMetrics),
 ) -> Result<Vec<EpochMetrics>> {
     let mut cfg = read_config(run_dir)?;
@@ -212,8 +236,26 @@ pub fn validate_run(
     let idx = cfg.train_indices(&d)?;
     let mut net: Net<f32> = Net::new(&cfg.model, cfg.seed)?;
     let mut rows = Vec::new();
+    #[cfg(feature = "cuda")]
+    let mut gpu = match device {
+        NnDevice::Cuda(b) => Some(crate::nn::cuda::CudaEval::new(b, &cfg.model)?),
+        NnDevice::Cpu { .. } => None,
+    };
     for e in epochs {
-        let r = validate_checkpoint(run_dir, e, &mut net, &d, &idx, batch_size)?;
+        #[cfg(feature = "cuda")]
+        let r = match gpu.as_mut() {
+            Some(ev) => {
+                Checkpoint::open(&checkpoint_path(run_dir, e))?.load_into(&mut net)?;
+                let (fs, tr, te) = ev.checkpoint_stats(&mut net, &d, &idx, batch_size)?;
+                epoch_metrics(e, &fs, &net, tr, te)?
+            }
+            None => validate_checkpoint(run_dir, e, &mut net, &d, &idx, batch_size)?,
+        };
+        #[cfg(not(feature = "cuda"))]
+        let r = {
+            let _ = device;
+            validate_checkpoint(run_dir, e, &mut net, &d, &idx, batch_size)?
+        };
         on_epoch(&r);
         rows.push(r);
         crate::io::write_atomic(

@@ -1,15 +1,17 @@
 //! `ufm train`: train a network (MLP / ResNet-18) on MNIST or CIFAR-10 with hand-written
 //! layers, writing one safetensors checkpoint per epoch.
 
+use crate::cmd_solve::DeviceArg;
 use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
+use ufm::nn::cuda::NnDevice;
 use ufm::nn::data::{self, DatasetName};
 use ufm::nn::layers::{LossKind, Module};
 use ufm::nn::models::{Arch, ModelConfig, Net};
 use ufm::nn::optim::Schedule;
-use ufm::nn::train::{train, EpochLog, Existing, TrainConfig, TrainObserver};
+use ufm::nn::train::{train_on, EpochLog, Existing, TrainConfig, TrainObserver};
 
 /// Flags mirror the original `args.py` (dashes instead of underscores).
 #[derive(Args, Debug, Clone)]
@@ -107,6 +109,11 @@ pub struct TrainArgs {
     /// Print the number of trainable parameters and exit.
     #[arg(long)]
     pub print_params: bool,
+    /// Where to train: cpu, cuda (the layers as CUDA kernels; an error naming what is missing
+    /// when no GPU is usable) or auto (CUDA when usable, else the CPU with a note on stderr).
+    /// Same batches, logs and checkpoints on every device; LBFGS runs on the CPU only.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
 }
 
 /// The default data folder: ../shared/data if it exists, else ~/data.
@@ -235,6 +242,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
             (t.wrapping_mul(2654435761) ^ std::process::id() as u64) % 100000
         )
     });
+    let device = NnDevice::select(args.device.into(), Some(cfg.optimizer))?;
+    if let Some(reason) = device.fallback() {
+        eprintln!("note: --device auto: {reason}; running on the CPU");
+    }
     let run_dir = args.out_dir.join(&uid);
     std::fs::create_dir_all(&run_dir)
         .with_context(|| format!("cannot create {}", run_dir.display()))?;
@@ -246,18 +257,22 @@ pub fn run(args: TrainArgs) -> Result<()> {
         Existing::Refuse
     };
     println!(
-        "ufm train: {} {} -> {} (seed {}, {} threads)",
+        "ufm train: {} {} -> {} (seed {}, {})",
         cfg.dataset.as_str(),
         args.model,
         run_dir.display(),
         cfg.seed,
-        rayon::current_num_threads()
+        if device.is_cpu() {
+            format!("{} threads", rayon::current_num_threads())
+        } else {
+            device.name()
+        }
     );
     let mut bar = Bar {
         bar: None,
         epochs: cfg.epochs,
     };
-    let logs = train(&cfg, &run_dir, existing, &mut bar)?;
+    let logs = train_on(&cfg, &run_dir, existing, &mut bar, &device)?;
     let total: f64 = logs.iter().map(|l| l.seconds).sum();
     println!(
         "done: {} epochs in {:.1}s; checkpoints in {}",

@@ -3,6 +3,9 @@
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
+use ufm::nn::cuda::NnDevice;
+
+use crate::cmd_solve::DeviceArg;
 
 /// Arguments of `ufm validate`.
 #[derive(Args, Debug, Clone)]
@@ -16,14 +19,26 @@ pub struct ValidateArgs {
     /// Evaluation batch size.
     #[arg(long, default_value_t = 500)]
     pub batch_size: usize,
+    /// Where to extract the features and accumulate their statistics: cpu, cuda, or auto
+    /// (CUDA when usable, else the CPU with a note on stderr).
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
 }
 
 pub fn run(args: ValidateArgs) -> Result<()> {
+    let device = NnDevice::select(args.device.into(), None)?;
+    if let Some(reason) = device.fallback() {
+        eprintln!("note: --device auto: {reason}; running on the CPU");
+    }
+    if !device.is_cpu() {
+        println!("device {}", device.name());
+    }
     println!("epoch        NC1        NC2        NC3        NC4  train@1  test@1");
-    let rows = ufm::nn::validate::validate_run(
+    let rows = ufm::nn::validate::validate_run_on(
         &args.run,
         args.data_dir.as_deref(),
         args.batch_size,
+        &device,
         |r| {
             println!(
                 "{:5} {:10.4e} {:10.4e} {:10.4e} {:10.4e} {:8.2} {:7.2}",
