@@ -129,6 +129,26 @@ backend() {
         tail -n 5 "$out/torch.err"
     }
     cat "$out/torch.jsonl"
+    echo "== ufm metrics --device cpu vs cuda (N=50000, d=512, K=10, f32 features) =="
+    local m
+    m=$(mktemp -d)
+    python3 - "$m" <<'PY' || status=1
+import os, sys
+import numpy as np
+d = sys.argv[1]
+r = np.random.default_rng(3)
+y = np.arange(50000) % 10
+mu = 3 * r.standard_normal((10, 512))
+np.save(os.path.join(d, "h.npy"), (mu[y] + r.standard_normal((50000, 512))).astype(np.float32))
+np.save(os.path.join(d, "y.npy"), y)
+np.save(os.path.join(d, "w.npy"), mu + r.standard_normal((10, 512)))
+PY
+    for dev in cpu cuda; do
+        { time timeout 60 .gpu/ufm metrics --device "$dev" --json --features "$m/h.npy" \
+            --labels "$m/y.npy" --weights "$m/w.npy" > "$out/metrics_$dev.json"; } 2> "$out/metrics_$dev.err" || status=1
+        echo "metrics $dev: $(grep real "$out/metrics_$dev.err") $(grep -o '"nc1": [^,]*' "$out/metrics_$dev.json")"
+    done
+    rm -rf "$m"
     return $status
 }
 
