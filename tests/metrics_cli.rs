@@ -81,6 +81,20 @@ fn npy_inputs_and_bundles_give_the_same_numbers() {
         .arg(fixture("bundle.safetensors"))
         .output()
         .unwrap();
+    // The same C-order file read through the memory map (default) and by chunked reads.
+    let mapped = |extra: &[&str]| {
+        let o = ufm()
+            .args(["metrics", "--json", "--features"])
+            .arg(fixture("h_f32_c.npy"))
+            .arg("--labels")
+            .arg(fixture("y_i32.npy"))
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        json(&o.stdout)
+    };
+    assert_eq!(mapped(&[]), mapped(&["--no-mmap", "--chunk-rows", "7"]));
     let (a, b) = (json(&a.stdout), json(&b.stdout));
     for key in ["nc1", "nc2_w", "nc3", "bias", "cdnv", "ncc_agreement"] {
         let (x, y) = (a[key].as_f64().unwrap(), b[key].as_f64().unwrap());
