@@ -17,6 +17,9 @@ use ndarray::{Array2, Array4, ArrayView2, Ix2};
 use rand::rngs::StdRng;
 use rayon::prelude::*;
 
+/// One backward task: its images' input, output gradient and (when wanted) input gradient.
+type Job<'a, T> = (&'a [T], &'a [T], Option<&'a mut [T]>);
+
 /// Minimum output pixels per GEMM group (see the module docs).
 pub const GROUP_COLS: usize = 256;
 
@@ -260,7 +263,7 @@ impl<T: Real> Conv2d<T> {
         let n_tasks = n_groups.min(2 * rayon::current_num_threads().max(1)).max(1);
         let per = n_groups.div_ceil(n_tasks) * gsz; // images per task
         let mut dx = need_dx.then(|| Array4::<T>::zeros((n, c, h, w)));
-        let mut jobs: Vec<(&[T], &[T], Option<&mut [T]>)> = Vec::new();
+        let mut jobs: Vec<Job<'_, T>> = Vec::new();
         {
             let mut dxs = dx.as_mut().map(|d| d.as_slice_mut().expect("fresh"));
             let (mut xr, mut dyr) = (xs, dys);

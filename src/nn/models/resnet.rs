@@ -106,10 +106,10 @@ impl<T: Real> Block<T> {
     }
 
     fn forward(&mut self, x: Array4<T>, train: bool) -> Array4<T> {
-        let sc = match &mut self.down {
-            Some((c, b)) => Some(b.forward(c.forward(x.clone()), train)),
-            None => None,
-        };
+        let sc = self
+            .down
+            .as_mut()
+            .map(|(c, b)| b.forward(c.forward(x.clone()), train));
         let h = self.bn1.forward_relu(self.conv1.forward(x), train);
         let mut h = self.bn2.forward(self.conv2.forward(h), train);
         // identity shortcut: the block input, as cached by conv1 (no copy)
@@ -120,10 +120,10 @@ impl<T: Real> Block<T> {
 
     fn backward(&mut self, dy: Array4<T>) -> Array4<T> {
         let d = self.relu2.backward(dy);
-        let d_sc = match &mut self.down {
-            Some((c, b)) => Some(c.backward(&b.backward(&d), true).expect("dx")),
-            None => None,
-        };
+        let d_sc = self
+            .down
+            .as_mut()
+            .map(|(c, b)| c.backward(&b.backward(&d), true).expect("dx"));
         let g = self.bn2.backward(&d);
         let g = self.conv2.backward(&g, true).expect("dx");
         let g = self.bn1.backward(&g);
