@@ -9,8 +9,9 @@
 //! [`BatchNorm::forward_relu`] fuses the ReLU that follows: $y=\max(\mathrm{BN}(x),0)$, whose
 //! backward masks $\delta$ with $\mathbb 1[\mathrm{BN}(x)>0]$ recomputed from the cached input
 //! (the same floating-point expression as the forward pass, so the same mask).
-//! Only the input and two numbers per channel are cached; each channel is one rayon task that
-//! reads its planes for the statistics and writes them while they are still in cache.
+//! Only the input and two numbers per channel are cached. Every pass sweeps the batch in memory
+//! order (rayon tasks over images or `H × W` planes); per-channel sums are taken per image in
+//! f64 and added over images in a fixed order, so results do not depend on scheduling.
 
 use super::{join, Module, Param, TensorMut};
 use crate::real::Real;
@@ -41,41 +42,60 @@ pub struct BatchNorm<T> {
     cache: Option<BnCache<T>>,
 }
 
-/// A raw pointer that rayon tasks may share; each task writes a disjoint set of planes.
-#[derive(Clone, Copy)]
-struct SharedMut<T>(*mut T);
-// SAFETY: only used for writes to disjoint index sets (one channel's planes per task).
-unsafe impl<T: Send> Send for SharedMut<T> {}
-unsafe impl<T: Send> Sync for SharedMut<T> {}
-
-impl<T> SharedMut<T> {
-    /// The pointer (a method, so that closures capture the `Sync` wrapper, not the field).
-    fn get(&self) -> *mut T {
-        self.0
-    }
-}
-
 /// $\gamma(x-\mu)/\sigma+\beta$, written once so that forward and backward agree bit for bit.
 #[inline(always)]
 fn affine<T: Real>(v: T, mu: T, inv: T, g: T, b: T) -> T {
     (v - mu) * inv * g + b
 }
 
-/// $\sum_i$ of `f(x_i)` in f64 with eight accumulators (vectorises).
-#[inline]
-fn sum_f64<T: Real>(xs: &[T], f: impl Fn(T) -> f64) -> f64 {
-    let mut acc = [0.0f64; 8];
-    let mut it = xs.chunks_exact(8);
-    for ch in &mut it {
-        for (a, &v) in acc.iter_mut().zip(ch) {
-            *a += f(v);
+/// Per-channel sums over a batch `N × C × L` (slice `xs`, and `ds` of the same shape):
+/// `f(c)(x_i, d_i)` returns two terms; image sums run in parallel, then add up in image order.
+fn channel_sums<T: Real, G: Fn(T, T) -> (f64, f64)>(
+    xs: &[T],
+    ds: &[T],
+    (c, l): (usize, usize),
+    f: impl Fn(usize) -> G + Sync,
+) -> Vec<(f64, f64)> {
+    let per_image: Vec<Vec<(f64, f64)>> = xs
+        .par_chunks(c * l)
+        .zip(ds.par_chunks(c * l))
+        .map(|(xi, di)| {
+            xi.chunks(l)
+                .zip(di.chunks(l))
+                .enumerate()
+                .map(|(ci, (xp, dp))| sum2_f64(xp, dp, f(ci)))
+                .collect()
+        })
+        .collect();
+    let mut tot = vec![(0.0, 0.0); c];
+    for img in &per_image {
+        for (t, &(a, b)) in tot.iter_mut().zip(img) {
+            t.0 += a;
+            t.1 += b;
         }
     }
-    let mut s: f64 = acc.iter().sum();
-    for &v in it.remainder() {
-        s += f(v);
+    tot
+}
+
+/// $\sum_i$ of the two terms of `f(x_i, d_i)` in f64, eight lanes each (vectorises).
+#[inline]
+fn sum2_f64<T: Real>(xs: &[T], ds: &[T], f: impl Fn(T, T) -> (f64, f64)) -> (f64, f64) {
+    let (mut a8, mut b8) = ([0.0f64; 8], [0.0f64; 8]);
+    let (xc, dc) = (xs.chunks_exact(8), ds.chunks_exact(8));
+    let (mut a, mut b) = (0.0, 0.0);
+    for (&v, &d) in xc.remainder().iter().zip(dc.remainder()) {
+        let (p, q) = f(v, d);
+        a += p;
+        b += q;
     }
-    s
+    for (x8, d8) in xc.zip(dc) {
+        for k in 0..8 {
+            let (p, q) = f(x8[k], d8[k]);
+            a8[k] += p;
+            b8[k] += q;
+        }
+    }
+    (a + a8.iter().sum::<f64>(), b + b8.iter().sum::<f64>())
 }
 
 impl<T: Real> BatchNorm<T> {
@@ -122,27 +142,17 @@ impl<T: Real> BatchNorm<T> {
                 n * l > 1,
                 "batch norm in training mode needs more than one value per channel"
             );
-            let stats: Vec<(f64, f64)> = (0..c)
-                .into_par_iter()
-                .map(|ci| {
-                    let planes = (0..n).map(|ni| &xs[(ni * c + ci) * l..(ni * c + ci + 1) * l]);
-                    let mu = planes
-                        .clone()
-                        .map(|p| sum_f64(p, |v| v.to_f64_()))
-                        .sum::<f64>()
-                        / m;
-                    let var = planes
-                        .map(|p| {
-                            sum_f64(p, |v| {
-                                let d = v.to_f64_() - mu;
-                                d * d
-                            })
-                        })
-                        .sum::<f64>()
-                        / m;
-                    (mu, var)
-                })
-                .collect();
+            let sums = channel_sums(xs, xs, (c, l), |_| |v: T, _| (v.to_f64_(), 0.0));
+            let mus: Vec<f64> = sums.iter().map(|s| s.0 / m).collect();
+            let sq = channel_sums(xs, xs, (c, l), |ci| {
+                let mu = mus[ci];
+                move |v: T, _| {
+                    let d = v.to_f64_() - mu;
+                    (d * d, 0.0)
+                }
+            });
+            let stats: Vec<(f64, f64)> =
+                mus.iter().zip(&sq).map(|(&mu, s)| (mu, s.0 / m)).collect();
             let mo = self.momentum;
             for (ci, &(mu, var)) in stats.iter().enumerate() {
                 let rm = &mut self.running_mean[ci];
@@ -166,15 +176,17 @@ impl<T: Real> BatchNorm<T> {
                 .unzip()
         };
         let mut y = Array3::<T>::zeros((n, c, l));
-        let yp = SharedMut(y.as_mut_ptr());
-        let (gw, bw) = (&self.weight.value, &self.bias.value);
-        (0..c).into_par_iter().for_each(|ci| {
-            let (mu, iv, g, b) = (mean[ci], inv[ci], gw[ci], bw[ci]);
-            for ni in 0..n {
-                let off = (ni * c + ci) * l;
-                // SAFETY: planes (ni, ci) for this ci are written by this task only, inside y.
-                let dst = unsafe { std::slice::from_raw_parts_mut(yp.get().add(off), l) };
-                for (d, &v) in dst.iter_mut().zip(&xs[off..off + l]) {
+        let gw: Vec<T> = self.weight.value.iter().copied().collect();
+        let bw: Vec<T> = self.bias.value.iter().copied().collect();
+        y.as_slice_mut()
+            .expect("fresh")
+            .par_chunks_mut(l.max(1))
+            .zip(xs.par_chunks(l.max(1)))
+            .enumerate()
+            .for_each(|(pl, (dst, src))| {
+                let ci = pl % c;
+                let (mu, iv, g, b) = (mean[ci], inv[ci], gw[ci], bw[ci]);
+                for (d, &v) in dst.iter_mut().zip(src) {
                     let z = affine(v, mu, iv, g, b);
                     *d = if relu && !(z > T::zero()) {
                         T::zero()
@@ -182,8 +194,7 @@ impl<T: Real> BatchNorm<T> {
                         z
                     };
                 }
-            }
-        });
+            });
         self.cache = Some((x3, mean, inv, train, relu));
         y.into_shape_with_order(shape).expect("same size")
     }
@@ -203,63 +214,48 @@ impl<T: Real> BatchNorm<T> {
             .expect("contiguous");
         let dy3 = dy3.as_standard_layout();
         let ds = dy3.as_slice().expect("standard layout");
-        let (gw, bw) = (&self.weight.value, &self.bias.value);
-        let mut dx = Array3::<T>::zeros((n, c, l));
-        let dxp = SharedMut(dx.as_mut_ptr());
+        let gw: Vec<T> = self.weight.value.iter().copied().collect();
+        let bw: Vec<T> = self.bias.value.iter().copied().collect();
+        // δ after the fused ReLU's mask, for channel ci
+        let eff = |ci: usize| {
+            let (mu, iv, g, b) = (mean[ci], inv[ci], gw[ci], bw[ci]);
+            move |v: T, d: T| {
+                if relu && !(affine(v, mu, iv, g, b) > T::zero()) {
+                    T::zero()
+                } else {
+                    d
+                }
+            }
+        };
+        // Σδ and Σδx̂ per channel
+        let sums = channel_sums(xs, ds, (c, l), |ci| {
+            let (mu, iv, e) = (mean[ci], inv[ci], eff(ci));
+            move |v: T, d: T| {
+                let d = e(v, d);
+                (d.to_f64_(), (d * ((v - mu) * iv)).to_f64_())
+            }
+        });
         let m = T::of((n * l) as f64);
-        let sums: Vec<(f64, f64)> = (0..c)
-            .into_par_iter()
-            .map(|ci| {
-                let (mu, iv, g, b) = (mean[ci], inv[ci], gw[ci], bw[ci]);
-                // δ after the fused ReLU's mask
-                let eff = |v: T, d: T| {
-                    if relu && !(affine(v, mu, iv, g, b) > T::zero()) {
-                        T::zero()
+        let mut dx = Array3::<T>::zeros((n, c, l));
+        dx.as_slice_mut()
+            .expect("fresh")
+            .par_chunks_mut(l.max(1))
+            .zip(xs.par_chunks(l.max(1)).zip(ds.par_chunks(l.max(1))))
+            .enumerate()
+            .for_each(|(pl, (dst, (xp, dp)))| {
+                let ci = pl % c;
+                let (mu, iv, g) = (mean[ci], inv[ci], gw[ci]);
+                let (tsd, tsdh) = (T::of(sums[ci].0), T::of(sums[ci].1));
+                let e = eff(ci);
+                for ((o, &v), &d) in dst.iter_mut().zip(xp).zip(dp) {
+                    let d = e(v, d);
+                    *o = if train {
+                        g * iv / m * (m * d - tsd - (v - mu) * iv * tsdh)
                     } else {
-                        d
-                    }
-                };
-                // Σδ and Σδx̂ in f64, eight lanes each so that the loop vectorises
-                let (mut sd8, mut sdh8) = ([0.0f64; 8], [0.0f64; 8]);
-                let (mut sd, mut sdh) = (0.0f64, 0.0f64);
-                for ni in 0..n {
-                    let off = (ni * c + ci) * l;
-                    let (xp, dp) = (&xs[off..off + l], &ds[off..off + l]);
-                    let (xc, dc) = (xp.chunks_exact(8), dp.chunks_exact(8));
-                    for (&v, &d) in xc.remainder().iter().zip(dc.remainder()) {
-                        let d = eff(v, d);
-                        sd += d.to_f64_();
-                        sdh += (d * ((v - mu) * iv)).to_f64_();
-                    }
-                    for (x8, d8) in xc.zip(dc) {
-                        for k in 0..8 {
-                            let d = eff(x8[k], d8[k]);
-                            sd8[k] += d.to_f64_();
-                            sdh8[k] += (d * ((x8[k] - mu) * iv)).to_f64_();
-                        }
-                    }
+                        g * iv * d
+                    };
                 }
-                sd += sd8.iter().sum::<f64>();
-                sdh += sdh8.iter().sum::<f64>();
-                let (tsd, tsdh) = (T::of(sd), T::of(sdh));
-                for ni in 0..n {
-                    let off = (ni * c + ci) * l;
-                    // SAFETY: planes (ni, ci) for this ci are written by this task only.
-                    let dst = unsafe { std::slice::from_raw_parts_mut(dxp.get().add(off), l) };
-                    for ((o, &v), &d) in
-                        dst.iter_mut().zip(&xs[off..off + l]).zip(&ds[off..off + l])
-                    {
-                        let d = eff(v, d);
-                        *o = if train {
-                            g * iv / m * (m * d - tsd - (v - mu) * iv * tsdh)
-                        } else {
-                            g * iv * d
-                        };
-                    }
-                }
-                (sd, sdh)
-            })
-            .collect();
+            });
         for (ci, &(sd, sdh)) in sums.iter().enumerate() {
             self.bias.grad[ci] += T::of(sd);
             self.weight.grad[ci] += T::of(sdh);
