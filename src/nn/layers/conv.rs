@@ -157,11 +157,43 @@ impl<T: Real> Conv2d<T> {
     }
 
     /// col2im: adds each entry of `dcols` (rows $(c,p,q)$, columns $(g,i,j)$) back onto the
-    /// input pixel it was copied from, into the `g` images `dx`.
-    fn col2im(&self, dcols: &[T], g: usize, (c, h, w): (usize, usize, usize), dx: &mut [T]) {
+    /// input pixel it was copied from, into the `g` images `dx`. `dcols` is scratch: entries
+    /// that fall in the padding may be zeroed.
+    fn col2im(&self, dcols: &mut [T], g: usize, (c, h, w): (usize, usize, usize), dx: &mut [T]) {
         let (oh, ow) = (self.out_size(h), self.out_size(w));
         let (k, s, pd) = (self.k, self.stride, self.padding);
         let gcols = g * oh * ow;
+        if s == 1 && (oh, ow) == (h, w) {
+            // "Same" stride-1 convolution: for each (p, q) the valid entries of a row of dcols
+            // land at one fixed offset, so after zeroing the entries that belong to the padding
+            // (k - 1 per image row), one contiguous add covers the whole plane.
+            let ohw = oh * ow;
+            for (pl, plane) in dx.chunks_exact_mut(h * w).enumerate() {
+                let (gi, ci) = (pl / c, pl % c);
+                for p in 0..k {
+                    let (i0, i1) = (pd.saturating_sub(p), oh.min((h + pd).saturating_sub(p)));
+                    for q in 0..k {
+                        let (j0, j1) = self.col_range(q, w, ow);
+                        if i0 >= i1 || j0 >= j1 {
+                            continue;
+                        }
+                        let r = ci * k * k + p * k + q;
+                        let row = &mut dcols[r * gcols + gi * ohw..r * gcols + (gi + 1) * ohw];
+                        for i in i0..i1 {
+                            row[i * ow..i * ow + j0].fill(T::zero());
+                            row[i * ow + j1..(i + 1) * ow].fill(T::zero());
+                        }
+                        let (s0, s1) = (i0 * ow + j0, (i1 - 1) * ow + j1);
+                        // source (i, j) -> input (i + p - pd, j + q - pd)
+                        let d0 = (i0 + p - pd) * w + (j0 + q - pd);
+                        for (d, &v) in plane[d0..d0 + (s1 - s0)].iter_mut().zip(&row[s0..s1]) {
+                            *d += v;
+                        }
+                    }
+                }
+            }
+            return;
+        }
         for (pl, plane) in dx.chunks_exact_mut(h * w).enumerate() {
             let (gi, ci) = (pl / c, pl % c);
             for p in 0..k {
@@ -329,7 +361,7 @@ impl<T: Real> Conv2d<T> {
                                 ndarray::ArrayViewMut2::from_shape((ck2, g * ohw), &mut dcols[..])
                                     .expect("dcols");
                             gemm_seq(T::one(), wm.t(), d, false, dv);
-                            this.col2im(&dcols, g, (c, h, w), dxg);
+                            this.col2im(&mut dcols, g, (c, h, w), dxg);
                         }
                     }
                     i0 += g;
