@@ -5,13 +5,19 @@ with the same number of threads as the Rust run.
     cargo bench --bench nn                      # writes target/criterion/nn/*/new/estimates.json
     /opt/pyenv/bin/python benches/compare_torch_nn.py [--threads 2]
 
+    # interleaved (preferred on a shared machine): for each model, PyTorch with --threads and
+    # with 1 thread, then the criterion bench of the same model, so both see the same load
+    /opt/pyenv/bin/python benches/compare_torch_nn.py --threads 2 --reps 3 --run-rust [--rust-one-thread] [--models resnet18_sota]
+
 Prints PyTorch's median time per step with the same number of threads and with 1 thread
 (on a loaded 2-vCPU VM PyTorch's OpenMP threads busy-wait and 2 threads ran 3.5x slower than
-1), and, when the criterion results exist, the Rust mean and the ratios Rust / PyTorch.
+1), and, when the criterion results exist, the Rust median and the ratios Rust / PyTorch.
+The 1-minute load average is printed with each line.
 """
 import argparse
 import json
 import os
+import subprocess
 import time
 
 import torch
@@ -79,26 +85,50 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--run-rust", action="store_true",
+                    help="run `cargo bench --bench nn` for each model right after PyTorch")
+    ap.add_argument("--rust-one-thread", action="store_true",
+                    help="with --run-rust, also run the Rust bench with RAYON_NUM_THREADS=1")
+    ap.add_argument("--models", default="mlp,resnet18,resnet18_sota",
+                    help="comma-separated subset of mlp, resnet18, resnet18_sota")
     a = ap.parse_args()
+    wanted = {m + "_fwd_bwd_b128" for m in a.models.split(",")}
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     x = torch.rand(128, 3, 32, 32) * 2 - 1
     y = torch.arange(128) % 10
-    root = os.path.join(os.path.dirname(__file__), "..", "target", "criterion", "nn")
-    for name, net in [("mlp_fwd_bwd_b128", mlp()), ("resnet18_fwd_bwd_b128", ResNet18()),
-                      ("resnet18_sota_fwd_bwd_b128", ResNet18(sota=True))]:
+    repo = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+    root = os.path.join(repo, "target", "criterion", "nn")
+    for name, make in [("mlp_fwd_bwd_b128", mlp), ("resnet18_fwd_bwd_b128", ResNet18),
+                       ("resnet18_sota_fwd_bwd_b128", lambda: ResNet18(sota=True))]:
+        if name not in wanted:
+            continue
+        net = make()
+        load0 = os.getloadavg()[0]
         torch.set_num_threads(a.threads)
         t = time_step(net, x, y, a.reps)
         torch.set_num_threads(1)
         t1 = time_step(net, x, y, a.reps)
         line = (f"{name}: PyTorch {torch.__version__} {a.threads} threads {t * 1e3:.1f} ms, "
                 f"1 thread {t1 * 1e3:.1f} ms")
-        est = os.path.join(root, f"{name}_threads{a.threads}", "new", "estimates.json")
+        rid = f"{name}_threads{a.threads}"
+        rid1 = f"{name}_threads1"
+        if a.run_rust:
+            for th, r in [(a.threads, rid)] + ([(1, rid1)] if a.rust_one_thread else []):
+                env = dict(os.environ, RAYON_NUM_THREADS=str(th))
+                subprocess.run(["cargo", "bench", "--bench", "nn", "--", "--exact", f"nn/{r}"],
+                               cwd=repo, env=env, check=True, stdout=subprocess.DEVNULL)
+        line += f" | load {load0:.1f}->{os.getloadavg()[0]:.1f}"
+        est = os.path.join(root, rid, "new", "estimates.json")
         if os.path.exists(est):
-            rust = json.load(open(est))["mean"]["point_estimate"] / 1e9
+            rust = json.load(open(est))["median"]["point_estimate"] / 1e9
             line += (f" | ufm ({a.threads} threads) {rust * 1e3:.1f} ms | ratio ufm/PyTorch "
                      f"{rust / t:.2f} (same threads), {rust / min(t, t1):.2f} (PyTorch's faster setting)")
-        print(line)
+        est1 = os.path.join(root, rid1, "new", "estimates.json")
+        if a.rust_one_thread and os.path.exists(est1):
+            r1 = json.load(open(est1))["median"]["point_estimate"] / 1e9
+            line += f" | ufm (1 thread) {r1 * 1e3:.1f} ms, ratio to PyTorch 1 thread {r1 / t1:.2f}"
+        print(line, flush=True)
 
 
 if __name__ == "__main__":

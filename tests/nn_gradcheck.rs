@@ -118,6 +118,50 @@ fn linear_backward_matches_central_difference() {
     }
 }
 
+/// One convolution `2 → 3` channels, kernel `k`, stride `s`, padding `p` on `n` images of
+/// `h × h`: the forward pass against the definition, the weight and input gradients against
+/// central differences.
+fn check_conv(rng: &mut StdRng, (k, s, p, h, n): (usize, usize, usize, usize, usize)) {
+    let mut conv = Conv2d::<f64>::new(2, 3, k, s, p, ConvInit::TorchDefault, rng);
+    let x = rand4(rng, (n, 2, h, h));
+    let oh = conv.out_size(h);
+    let r = rand4(rng, (n, 3, oh, oh));
+    let y = conv.forward(x.clone());
+    assert_eq!(y.dim(), (n, 3, oh, oh));
+    // forward against the definition
+    for &(ni, o, i, j) in &[
+        (0, 0, 0, 0),
+        (n - 1, 2, oh - 1, oh / 2),
+        (n / 2, 1, oh / 2, oh - 1),
+    ] {
+        let mut acc = 0.0;
+        for c in 0..2 {
+            for a in 0..k {
+                for b in 0..k {
+                    let (yy, xx) = (
+                        (i * s + a) as isize - p as isize,
+                        (j * s + b) as isize - p as isize,
+                    );
+                    if yy >= 0 && xx >= 0 && (yy as usize) < h && (xx as usize) < h {
+                        acc +=
+                            conv.weight.value[[o, c, a, b]] * x[[ni, c, yy as usize, xx as usize]];
+                    }
+                }
+            }
+        }
+        assert!((acc - y[[ni, o, i, j]]).abs() < 1e-12);
+    }
+    let dx = conv.backward(&r, true).unwrap();
+    let r2 = r.clone();
+    check_params(
+        &mut conv,
+        &mut |c: &mut Conv2d<f64>| (c.forward(x.clone()) * &r2).sum(),
+        60,
+    );
+    let mut c2 = conv.clone();
+    check_input(&x, &dx, &mut |xx| (c2.forward(xx.clone()) * &r).sum(), 60);
+}
+
 #[test]
 fn conv2d_backward_matches_central_difference_for_strides_and_paddings() {
     let mut rng = StdRng::seed_from_u64(2);
@@ -128,41 +172,34 @@ fn conv2d_backward_matches_central_difference_for_strides_and_paddings() {
         (7, 2, 3, 9),
         (3, 1, 0, 4),
     ] {
-        let mut conv = Conv2d::<f64>::new(2, 3, k, s, p, ConvInit::TorchDefault, &mut rng);
-        let x = rand4(&mut rng, (2, 2, h, h));
-        let oh = conv.out_size(h);
-        let r = rand4(&mut rng, (2, 3, oh, oh));
-        let y = conv.forward(x.clone());
-        assert_eq!(y.dim(), (2, 3, oh, oh));
-        // forward against the definition
-        for &(n, o, i, j) in &[(0, 0, 0, 0), (1, 2, oh - 1, oh / 2)] {
-            let mut acc = 0.0;
-            for c in 0..2 {
-                for a in 0..k {
-                    for b in 0..k {
-                        let (yy, xx) = (
-                            (i * s + a) as isize - p as isize,
-                            (j * s + b) as isize - p as isize,
-                        );
-                        if yy >= 0 && xx >= 0 && (yy as usize) < h && (xx as usize) < h {
-                            acc += conv.weight.value[[o, c, a, b]]
-                                * x[[n, c, yy as usize, xx as usize]];
-                        }
-                    }
-                }
-            }
-            assert!((acc - y[[n, o, i, j]]).abs() < 1e-12);
-        }
-        let dx = conv.backward(&r, true).unwrap();
-        let r2 = r.clone();
-        check_params(
-            &mut conv,
-            &mut |c: &mut Conv2d<f64>| (c.forward(x.clone()) * &r2).sum(),
-            60,
-        );
-        let mut c2 = conv.clone();
-        check_input(&x, &dx, &mut |xx| (c2.forward(xx.clone()) * &r).sum(), 60);
+        check_conv(&mut rng, (k, s, p, h, 2));
     }
+}
+
+/// The convolution's code paths: on one rayon thread, 5 images of small maps go through
+/// im2col in groups of 3 and 2 images (gathered / scattered GEMM columns); a 1×1 stride-1
+/// convolution on 16×16 maps (256 pixels, one image per group) uses the image itself as the
+/// im2col matrix; on 16×16 a 3×3 stride-1 convolution runs one image per group and a 3×3
+/// stride-2 one groups of 2 and 1. Two backward tasks sum their weight gradients.
+#[test]
+fn conv2d_grouped_and_pointwise_paths_match_central_difference() {
+    let mut rng = StdRng::seed_from_u64(12);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        for case in [
+            (3, 1, 1, 6, 5),
+            (3, 2, 1, 7, 5),
+            (1, 1, 0, 6, 5),
+            (1, 1, 0, 16, 3),
+            (3, 1, 1, 16, 3),
+            (3, 2, 1, 16, 3),
+        ] {
+            check_conv(&mut rng, case);
+        }
+    });
 }
 
 #[test]

@@ -1,15 +1,27 @@
 //! 2-D convolution without bias (every convolution of the ResNets has `bias=False`):
 //! $$y_{n,o,i,j}=\sum_{c,p,q}W_{o,c,p,q}\,x_{n,c,\,si+p-\pi,\,sj+q-\pi}$$
-//! (stride $s$, zero padding $\pi$), computed as im2col + one GEMM per batch:
-//! $Y=W_{[o,(c,p,q)]}\,X_\text{col}$ with $X_\text{col}\in\mathbb R^{Ck^2\times NHW'}$.
-//! Backward: $\partial_W=\delta\,X_\text{col}^\top$ and $\partial_x=\operatorname{col2im}(W^\top\delta)$;
-//! im2col is recomputed rather than stored.
+//! (stride $s$, zero padding $\pi$), computed as im2col + GEMM on groups of $G$ images:
+//! $Y_g=W_{[o,(c,p,q)]}\,X_{\text{col},g}$ with $X_{\text{col},g}\in\mathbb R^{Ck^2\times GH'W'}$.
+//! Backward: $\partial_W=\sum_g\delta_g\,X_{\text{col},g}^\top$ and
+//! $\partial_x=\operatorname{col2im}(W^\top\delta_g)$; im2col is recomputed rather than stored.
+//!
+//! $G$ is the smallest group with at least [`GROUP_COLS`] output pixels (one image from
+//! 16×16 up), so each group's column buffer stays in cache; groups run in parallel on the
+//! rayon pool, each with single-threaded GEMMs ([`super::gemm_seq`]). With $G=1$ the product
+//! lands directly in the image's `out × H'W'` slice of $y$, and a 1×1 stride-1 convolution
+//! without padding uses the image itself as $X_\text{col}$.
 
-use super::{gemm, init, join, Module, Param, TensorMut};
+use super::{gemm_seq, init, join, Module, Param, TensorMut};
 use crate::real::Real;
 use ndarray::{Array2, Array4, ArrayView2, Ix2};
 use rand::rngs::StdRng;
 use rayon::prelude::*;
+
+/// One backward task: its images' input, output gradient and (when wanted) input gradient.
+type Job<'a, T> = (&'a [T], &'a [T], Option<&'a mut [T]>);
+
+/// Minimum output pixels per GEMM group (see the module docs).
+pub const GROUP_COLS: usize = 256;
 
 /// How to initialise a convolution's weight.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,6 +76,11 @@ impl<T: Real> Conv2d<T> {
         }
     }
 
+    /// The input cached by the last `forward` (until `backward` consumes it).
+    pub fn input(&self) -> Option<&Array4<T>> {
+        self.x.as_ref()
+    }
+
     /// Output spatial size for an input of size `h`.
     pub fn out_size(&self, h: usize) -> usize {
         (h + 2 * self.padding - self.k) / self.stride + 1
@@ -80,38 +97,130 @@ impl<T: Real> Conv2d<T> {
             .expect("2-D")
     }
 
-    /// im2col: rows $(c,p,q)$, columns $(n,i,j)$.
-    fn im2col(&self, x: &Array4<T>) -> Array2<T> {
-        let (n, c, h, w) = x.dim();
+    /// Images per GEMM group for `n` images of `ohw` output pixels: at least [`GROUP_COLS`]
+    /// columns, but at least two groups per rayon thread when the batch allows.
+    fn group_size(n: usize, ohw: usize) -> usize {
+        let want = GROUP_COLS.div_ceil(ohw.max(1));
+        let cap = n.div_ceil(2 * rayon::current_num_threads().max(1)).max(1);
+        want.min(cap).clamp(1, n.max(1))
+    }
+
+    /// Whether the image itself is its im2col matrix (1×1, stride 1, no padding).
+    fn is_pointwise(&self) -> bool {
+        self.k == 1 && self.stride == 1 && self.padding == 0
+    }
+
+    /// Valid output columns `j0..j1` for kernel column `q`: those with $0\le sj+q-\pi<w$.
+    fn col_range(&self, q: usize, w: usize, ow: usize) -> (usize, usize) {
+        let (s, pd) = (self.stride, self.padding);
+        let j0 = if pd > q { (pd - q).div_ceil(s) } else { 0 };
+        let j1 = if w + pd > q {
+            ((w + pd - q - 1) / s + 1).min(ow)
+        } else {
+            0
+        };
+        (j0.min(j1), j1)
+    }
+
+    /// im2col of `g` consecutive images `xs` (each `c × h × w`) into `cols`: rows $(c,p,q)$,
+    /// columns $(g,i,j)$; every entry is written.
+    fn im2col(&self, xs: &[T], g: usize, (c, h, w): (usize, usize, usize), cols: &mut [T]) {
         let (oh, ow) = (self.out_size(h), self.out_size(w));
-        let (k, s, pd) = (self.k, self.stride, self.padding as isize);
-        let xs = x.as_slice().expect("contiguous input");
-        let mut cols = Array2::<T>::zeros((c * k * k, n * oh * ow));
-        cols.as_slice_mut()
-            .expect("fresh array")
-            .par_chunks_mut(n * oh * ow)
-            .enumerate()
-            .for_each(|(r, row)| {
-                let (ci, p, q) = (r / (k * k), (r / k) % k, r % k);
-                for ni in 0..n {
-                    let plane = &xs[(ni * c + ci) * h * w..(ni * c + ci + 1) * h * w];
-                    for i in 0..oh {
-                        let yy = (i * s + p) as isize - pd;
-                        let dst = &mut row[(ni * oh + i) * ow..(ni * oh + i + 1) * ow];
-                        if yy < 0 || yy >= h as isize {
+        let (k, s, pd) = (self.k, self.stride, self.padding);
+        let gcols = g * oh * ow;
+        debug_assert_eq!(cols.len(), c * k * k * gcols);
+        for (r, row) in cols.chunks_exact_mut(gcols).enumerate() {
+            let (ci, p, q) = (r / (k * k), (r / k) % k, r % k);
+            let (j0, j1) = self.col_range(q, w, ow);
+            for gi in 0..g {
+                let plane = &xs[(gi * c + ci) * h * w..(gi * c + ci + 1) * h * w];
+                for i in 0..oh {
+                    let dst = &mut row[(gi * oh + i) * ow..(gi * oh + i + 1) * ow];
+                    let yy = i * s + p;
+                    if yy < pd || yy - pd >= h {
+                        dst.fill(T::zero());
+                        continue;
+                    }
+                    let src = &plane[(yy - pd) * w..(yy - pd + 1) * w];
+                    dst[..j0].fill(T::zero());
+                    dst[j1..].fill(T::zero());
+                    if s == 1 {
+                        dst[j0..j1].copy_from_slice(&src[j0 + q - pd..j1 + q - pd]);
+                    } else {
+                        for (j, d) in dst[j0..j1].iter_mut().enumerate() {
+                            *d = src[(j0 + j) * s + q - pd];
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// col2im: adds each entry of `dcols` (rows $(c,p,q)$, columns $(g,i,j)$) back onto the
+    /// input pixel it was copied from, into the `g` images `dx`. `dcols` is scratch: entries
+    /// that fall in the padding may be zeroed.
+    fn col2im(&self, dcols: &mut [T], g: usize, (c, h, w): (usize, usize, usize), dx: &mut [T]) {
+        let (oh, ow) = (self.out_size(h), self.out_size(w));
+        let (k, s, pd) = (self.k, self.stride, self.padding);
+        let gcols = g * oh * ow;
+        if s == 1 && (oh, ow) == (h, w) {
+            // "Same" stride-1 convolution: for each (p, q) the valid entries of a row of dcols
+            // land at one fixed offset, so after zeroing the entries that belong to the padding
+            // (k - 1 per image row), one contiguous add covers the whole plane.
+            let ohw = oh * ow;
+            for (pl, plane) in dx.chunks_exact_mut(h * w).enumerate() {
+                let (gi, ci) = (pl / c, pl % c);
+                for p in 0..k {
+                    let (i0, i1) = (pd.saturating_sub(p), oh.min((h + pd).saturating_sub(p)));
+                    for q in 0..k {
+                        let (j0, j1) = self.col_range(q, w, ow);
+                        if i0 >= i1 || j0 >= j1 {
                             continue;
                         }
-                        let src = &plane[yy as usize * w..(yy as usize + 1) * w];
-                        for (j, d) in dst.iter_mut().enumerate() {
-                            let xx = (j * s + q) as isize - pd;
-                            if xx >= 0 && xx < w as isize {
-                                *d = src[xx as usize];
+                        let r = ci * k * k + p * k + q;
+                        let row = &mut dcols[r * gcols + gi * ohw..r * gcols + (gi + 1) * ohw];
+                        for i in i0..i1 {
+                            row[i * ow..i * ow + j0].fill(T::zero());
+                            row[i * ow + j1..(i + 1) * ow].fill(T::zero());
+                        }
+                        let (s0, s1) = (i0 * ow + j0, (i1 - 1) * ow + j1);
+                        // source (i, j) -> input (i + p - pd, j + q - pd)
+                        let d0 = (i0 + p - pd) * w + (j0 + q - pd);
+                        for (d, &v) in plane[d0..d0 + (s1 - s0)].iter_mut().zip(&row[s0..s1]) {
+                            *d += v;
+                        }
+                    }
+                }
+            }
+            return;
+        }
+        for (pl, plane) in dx.chunks_exact_mut(h * w).enumerate() {
+            let (gi, ci) = (pl / c, pl % c);
+            for p in 0..k {
+                for q in 0..k {
+                    let (j0, j1) = self.col_range(q, w, ow);
+                    let r = ci * k * k + p * k + q;
+                    let row = &dcols[r * gcols + gi * oh * ow..r * gcols + (gi + 1) * oh * ow];
+                    for i in 0..oh {
+                        let yy = i * s + p;
+                        if yy < pd || yy - pd >= h {
+                            continue;
+                        }
+                        let src = &row[i * ow + j0..i * ow + j1];
+                        let dst = &mut plane[(yy - pd) * w..(yy - pd + 1) * w];
+                        if s == 1 {
+                            for (d, &v) in dst[j0 + q - pd..j1 + q - pd].iter_mut().zip(src) {
+                                *d += v;
+                            }
+                        } else {
+                            for (j, &v) in src.iter().enumerate() {
+                                dst[(j0 + j) * s + q - pd] += v;
                             }
                         }
                     }
                 }
-            });
-        cols
+            }
+        }
     }
 
     /// Convolves; caches the input.
@@ -119,17 +228,48 @@ impl<T: Real> Conv2d<T> {
         let (n, c, h, w) = x.dim();
         assert_eq!(c, self.weight.value.shape()[1], "conv input channels");
         let (oh, ow) = (self.out_size(h), self.out_size(w));
+        let ohw = oh * ow;
         let oc = self.weight.value.shape()[0];
-        let cols = self.im2col(&x);
-        let mut y2 = Array2::<T>::zeros((oc, n * oh * ow));
-        gemm(T::one(), self.w2(), cols.view(), T::zero(), y2.view_mut());
-        // (oc, n, oh*ow) -> (n, oc, oh, ow)
-        let y = y2
-            .into_shape_with_order((oc, n, oh, ow))
-            .expect("shape")
-            .permuted_axes([1, 0, 2, 3])
-            .as_standard_layout()
-            .into_owned();
+        let ck2 = c * self.k * self.k;
+        let gsz = Self::group_size(n, ohw);
+        let x = super::standard(x);
+        let xs = x.as_slice().expect("standard layout");
+        let mut y = Array4::<T>::zeros((n, oc, oh, ow));
+        let wm = self.w2();
+        let this = &*self;
+        y.as_slice_mut()
+            .expect("fresh array")
+            .par_chunks_mut(gsz * oc * ohw)
+            .zip(xs.par_chunks(gsz * c * h * w))
+            .for_each_init(
+                || (Vec::new(), Vec::new()),
+                |(cols, tmp): &mut (Vec<T>, Vec<T>), (yg, xg)| {
+                    let g = xg.len() / (c * h * w);
+                    let b = if this.is_pointwise() && g == 1 {
+                        ArrayView2::from_shape((c, h * w), xg).expect("image")
+                    } else {
+                        cols.resize(ck2 * g * ohw, T::zero());
+                        this.im2col(xg, g, (c, h, w), cols);
+                        ArrayView2::from_shape((ck2, g * ohw), &cols[..]).expect("cols")
+                    };
+                    if g == 1 {
+                        let yv = ndarray::ArrayViewMut2::from_shape((oc, ohw), yg).expect("y");
+                        gemm_seq(T::one(), wm, b, false, yv);
+                    } else {
+                        tmp.resize(oc * g * ohw, T::zero());
+                        let tv = ndarray::ArrayViewMut2::from_shape((oc, g * ohw), &mut tmp[..])
+                            .expect("tmp");
+                        gemm_seq(T::one(), wm, b, false, tv);
+                        // (oc, g, ohw) -> (g, oc, ohw)
+                        for (o, src) in tmp.chunks_exact(g * ohw).enumerate() {
+                            for gi in 0..g {
+                                yg[(gi * oc + o) * ohw..(gi * oc + o + 1) * ohw]
+                                    .copy_from_slice(&src[gi * ohw..(gi + 1) * ohw]);
+                            }
+                        }
+                    }
+                },
+            );
         self.x = Some(x);
         y
     }
@@ -142,15 +282,94 @@ impl<T: Real> Conv2d<T> {
             .expect("Conv2d::backward called before forward");
         let (n, c, h, w) = x.dim();
         let (_, oc, oh, ow) = dy.dim();
-        let dy2 = dy
-            .view()
-            .permuted_axes([1, 0, 2, 3])
-            .as_standard_layout()
-            .into_owned()
-            .into_shape_with_order((oc, n * oh * ow))
-            .expect("shape");
-        let cols = self.im2col(&x);
-        if self.weight.trainable {
+        let ohw = oh * ow;
+        let ck2 = c * self.k * self.k;
+        let dy = dy.as_standard_layout();
+        let dys = dy.as_slice().expect("standard layout");
+        let xs = x.as_slice().expect("cached input is contiguous");
+        let train_w = self.weight.trainable;
+        let gsz = Self::group_size(n, ohw);
+        let n_groups = n.div_ceil(gsz);
+        // Contiguous runs of groups, one per task; partial weight gradients are summed in task
+        // order, so the result does not depend on scheduling.
+        let n_tasks = n_groups.min(2 * rayon::current_num_threads().max(1)).max(1);
+        let per = n_groups.div_ceil(n_tasks) * gsz; // images per task
+        let mut dx = need_dx.then(|| Array4::<T>::zeros((n, c, h, w)));
+        let mut jobs: Vec<Job<'_, T>> = Vec::new();
+        {
+            let mut dxs = dx.as_mut().map(|d| d.as_slice_mut().expect("fresh"));
+            let (mut xr, mut dyr) = (xs, dys);
+            while !xr.is_empty() {
+                let m = per.min(xr.len() / (c * h * w));
+                let (xa, xb) = xr.split_at(m * c * h * w);
+                let (da, db) = dyr.split_at(m * oc * ohw);
+                let dxa = dxs.take().map(|d| {
+                    let (a, b) = d.split_at_mut(m * c * h * w);
+                    dxs = Some(b);
+                    a
+                });
+                jobs.push((xa, da, dxa));
+                (xr, dyr) = (xb, db);
+            }
+        }
+        let wm = self.w2();
+        let this = &*self;
+        let partials: Vec<Option<Array2<T>>> = jobs
+            .into_par_iter()
+            .map(|(xt, dyt, mut dxt)| {
+                let mut gw = train_w.then(|| Array2::<T>::zeros((oc, ck2)));
+                let (mut cols, mut dcols, mut tmp) = (Vec::new(), Vec::new(), Vec::new());
+                let imgs = xt.len() / (c * h * w);
+                let mut i0 = 0;
+                while i0 < imgs {
+                    let g = gsz.min(imgs - i0);
+                    let xg = &xt[i0 * c * h * w..(i0 + g) * c * h * w];
+                    let dyg = &dyt[i0 * oc * ohw..(i0 + g) * oc * ohw];
+                    // δ_g as oc × (g·ohw)
+                    let d = if g == 1 {
+                        ArrayView2::from_shape((oc, ohw), dyg).expect("dy")
+                    } else {
+                        tmp.resize(oc * g * ohw, T::zero());
+                        for (o, dst) in tmp.chunks_exact_mut(g * ohw).enumerate() {
+                            for gi in 0..g {
+                                dst[gi * ohw..(gi + 1) * ohw].copy_from_slice(
+                                    &dyg[(gi * oc + o) * ohw..(gi * oc + o + 1) * ohw],
+                                );
+                            }
+                        }
+                        ArrayView2::from_shape((oc, g * ohw), &tmp[..]).expect("tmp")
+                    };
+                    if let Some(gw) = gw.as_mut() {
+                        let b = if this.is_pointwise() && g == 1 {
+                            ArrayView2::from_shape((c, h * w), xg).expect("image")
+                        } else {
+                            cols.resize(ck2 * g * ohw, T::zero());
+                            this.im2col(xg, g, (c, h, w), &mut cols);
+                            ArrayView2::from_shape((ck2, g * ohw), &cols[..]).expect("cols")
+                        };
+                        gemm_seq(T::one(), d, b.t(), true, gw.view_mut());
+                    }
+                    if let Some(dxt) = dxt.as_mut() {
+                        let dxg = &mut dxt[i0 * c * h * w..(i0 + g) * c * h * w];
+                        if this.is_pointwise() && g == 1 {
+                            let dv =
+                                ndarray::ArrayViewMut2::from_shape((c, h * w), dxg).expect("dx");
+                            gemm_seq(T::one(), wm.t(), d, false, dv);
+                        } else {
+                            dcols.resize(ck2 * g * ohw, T::zero());
+                            let dv =
+                                ndarray::ArrayViewMut2::from_shape((ck2, g * ohw), &mut dcols[..])
+                                    .expect("dcols");
+                            gemm_seq(T::one(), wm.t(), d, false, dv);
+                            this.col2im(&mut dcols, g, (c, h, w), dxg);
+                        }
+                    }
+                    i0 += g;
+                }
+                gw
+            })
+            .collect();
+        if train_w {
             let s = self.weight.grad.shape().to_vec();
             let mut gw = self
                 .weight
@@ -158,53 +377,11 @@ impl<T: Real> Conv2d<T> {
                 .view_mut()
                 .into_shape_with_order((s[0], s[1] * s[2] * s[3]))
                 .expect("contiguous grad");
-            gemm(T::one(), dy2.view(), cols.t(), T::one(), gw.view_mut());
+            for p in partials.into_iter().flatten() {
+                gw += &p;
+            }
         }
-        drop(cols);
-        if !need_dx {
-            return None;
-        }
-        let mut dcols = Array2::<T>::zeros((c * self.k * self.k, n * oh * ow));
-        gemm(
-            T::one(),
-            self.w2().t(),
-            dy2.view(),
-            T::zero(),
-            dcols.view_mut(),
-        );
-        // col2im: each (n, c) plane of dx only receives rows c*k*k.. of dcols.
-        let (k, s, pd) = (self.k, self.stride, self.padding as isize);
-        let dc = dcols.as_slice().expect("fresh");
-        let cols_n = n * oh * ow;
-        let mut dx = Array4::<T>::zeros((n, c, h, w));
-        dx.as_slice_mut()
-            .expect("fresh")
-            .par_chunks_mut(h * w)
-            .enumerate()
-            .for_each(|(pl, plane)| {
-                let (ni, ci) = (pl / c, pl % c);
-                for p in 0..k {
-                    for q in 0..k {
-                        let row = &dc[(ci * k * k + p * k + q) * cols_n
-                            ..(ci * k * k + p * k + q + 1) * cols_n];
-                        for i in 0..oh {
-                            let yy = (i * s + p) as isize - pd;
-                            if yy < 0 || yy >= h as isize {
-                                continue;
-                            }
-                            let src = &row[(ni * oh + i) * ow..(ni * oh + i + 1) * ow];
-                            let dst = &mut plane[yy as usize * w..(yy as usize + 1) * w];
-                            for (j, &g) in src.iter().enumerate() {
-                                let xx = (j * s + q) as isize - pd;
-                                if xx >= 0 && xx < w as isize {
-                                    dst[xx as usize] += g;
-                                }
-                            }
-                        }
-                    }
-                }
-            });
-        Some(dx)
+        dx
     }
 }
 

