@@ -530,8 +530,12 @@ pub fn compute_metrics(
         };
     let scatter = need_p && !two_pass;
     let chunk_rows = match cfg.chunk_rows {
-        // One-pass: CHUNK-row syrk pieces for every thread; else about 16 MiB per chunk.
+        // One-pass: CHUNK-row syrk pieces for every thread. Rows already in memory (or mapped):
+        // one chunk, so that the accumulator's pieces are as large as they may be and the
+        // per-piece K x d means are few (at K = 100, d = 2048 they are 1.6 MB each). Else
+        // about 16 MiB per read.
         0 if scatter => 2048 * rayon::current_num_threads(),
+        0 if features.in_memory() => n.max(1),
         0 => ((16 << 20) / (8 * d)).clamp(256, 8192),
         r => r,
     };
@@ -749,7 +753,9 @@ fn second_pass(
         let ys = &labels[r0..r0 + chunk.nrows()];
         let sub = sub_rows(d);
         let n_sub = chunk.nrows().div_ceil(sub);
-        let per_thread = n_sub.div_ceil(rayon::current_num_threads()).max(1);
+        // Four tasks per thread, so that a thread slowed by another process does not hold the
+        // pass back.
+        let per_thread = n_sub.div_ceil(4 * rayon::current_num_threads()).max(1);
         let work = |buf: &mut Vec<f64>, i: usize| -> (Array2<f64>, u64) {
             let (a, e) = (i * sub, ((i + 1) * sub).min(chunk.nrows()));
             buf.resize((e - a) * d, 0.0);
