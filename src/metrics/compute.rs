@@ -530,13 +530,12 @@ pub fn compute_metrics(
         };
     let scatter = need_p && !two_pass;
     let chunk_rows = match cfg.chunk_rows {
-        // One-pass: CHUNK-row syrk pieces for every thread. Rows already in memory (or mapped):
-        // one chunk, so that the accumulator's pieces are as large as they may be and the
-        // per-piece K x d means are few (at K = 100, d = 2048 they are 1.6 MB each). Else
-        // about 16 MiB per read.
+        // One-pass: CHUNK-row syrk pieces for every thread. Else about 16 MiB per chunk, but
+        // at least 64 K rows, so that the accumulator's per-piece K x d means stay few (at
+        // K = 100, d = 2048 each is 1.6 MB; with 256-row pieces their page faults and the
+        // scattered class sums took 20% of the time).
         0 if scatter => 2048 * rayon::current_num_threads(),
-        0 if features.in_memory() => n.max(1),
-        0 => ((16 << 20) / (8 * d)).clamp(256, 8192),
+        0 => ((16 << 20) / (8 * d)).clamp(256, 8192).max(64 * k),
         r => r,
     };
 
