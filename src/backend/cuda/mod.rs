@@ -54,37 +54,28 @@ pub trait GpuReal: Real + DeviceRepr + ValidAsZeroBits + Unpin {
     ) -> std::result::Result<(), CublasError>;
 }
 
-impl GpuReal for f32 {
-    fn scratch(b: &CudaBackend) -> &Mutex<Option<Scratch<f32>>> {
-        &b.s32
-    }
-    unsafe fn gemm<A: DevicePtr<f32>, B: DevicePtr<f32>, C: DevicePtrMut<f32>>(
-        blas: &CudaBlas,
-        cfg: GemmConfig<f32>,
-        a: &A,
-        b: &B,
-        c: &mut C,
-    ) -> std::result::Result<(), CublasError> {
-        // SAFETY: forwarded contract (sizes checked by the caller).
-        unsafe { Gemm::<f32>::gemm(blas, cfg, a, b, c) }
-    }
+/// `GpuReal` for one precision: its scratch slot in the backend and cuBLAS's GEMM for it.
+macro_rules! gpu_real {
+    ($t:ty, $slot:ident) => {
+        impl GpuReal for $t {
+            fn scratch(b: &CudaBackend) -> &Mutex<Option<Scratch<$t>>> {
+                &b.$slot
+            }
+            unsafe fn gemm<A: DevicePtr<$t>, B: DevicePtr<$t>, C: DevicePtrMut<$t>>(
+                blas: &CudaBlas,
+                cfg: GemmConfig<$t>,
+                a: &A,
+                b: &B,
+                c: &mut C,
+            ) -> std::result::Result<(), CublasError> {
+                // SAFETY: forwarded contract (sizes checked by the caller).
+                unsafe { Gemm::<$t>::gemm(blas, cfg, a, b, c) }
+            }
+        }
+    };
 }
-
-impl GpuReal for f64 {
-    fn scratch(b: &CudaBackend) -> &Mutex<Option<Scratch<f64>>> {
-        &b.s64
-    }
-    unsafe fn gemm<A: DevicePtr<f64>, B: DevicePtr<f64>, C: DevicePtrMut<f64>>(
-        blas: &CudaBlas,
-        cfg: GemmConfig<f64>,
-        a: &A,
-        b: &B,
-        c: &mut C,
-    ) -> std::result::Result<(), CublasError> {
-        // SAFETY: forwarded contract (sizes checked by the caller).
-        unsafe { Gemm::<f64>::gemm(blas, cfg, a, b, c) }
-    }
-}
+gpu_real!(f32, s32);
+gpu_real!(f64, s64);
 
 /// Per-problem device buffers (labels and scratch), reused across calls.
 #[doc(hidden)]

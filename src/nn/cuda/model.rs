@@ -12,6 +12,31 @@ use ndarray::ArrayD;
 use std::collections::HashMap;
 use std::rc::Rc;
 
+/// `src` ($n\cdot c\cdot$`plane` values) permuted NCHW → CNHW (`to_cnhw`) or CNHW → NCHW, into
+/// a new buffer: the layouts of the convolution's GEMM output and of the layers around it.
+fn permute(
+    g: &Gpu,
+    src: &DBuf<f32>,
+    [n, c, plane]: [usize; 3],
+    to_cnhw: bool,
+) -> Result<DBuf<f32>> {
+    let mut dst = g.uninit::<f32>(n * c * plane)?;
+    let (ni, ci, li) = (
+        i32_of("batch", n)?,
+        i32_of("channels", c)?,
+        i32_of("plane", plane)?,
+    );
+    let cfg = g.cfg1(dst.len());
+    if to_cnhw {
+        // SAFETY: src and dst hold n*c*plane values (NCHW -> CNHW); dst is fully written.
+        launch!(g, "nchw_to_cnhw", cfg, [&src.s, &ni, &ci, &li, &mut dst.s]);
+    } else {
+        // SAFETY: src and dst hold n*c*plane values (CNHW -> NCHW); dst is fully written.
+        launch!(g, "cnhw_to_nchw", cfg, [&src.s, &ni, &ci, &li, &mut dst.s]);
+    }
+    Ok(dst)
+}
+
 /// One parameter: value, gradient (written by every backward pass) and optimizer state.
 pub(crate) struct GParam {
     pub name: String,
@@ -172,19 +197,7 @@ impl Conv {
             nl,
         )?;
         drop(cols);
-        let mut y = g.uninit::<f32>(self.cout * nl)?;
-        let (ni, ci, li) = (
-            i32_of("batch", n)?,
-            i32_of("channels", self.cout)?,
-            i32_of("plane", oh * ow)?,
-        );
-        // SAFETY: yt and y hold n*cout*oh*ow values (CNHW and NCHW), y fully written.
-        launch!(
-            g,
-            "cnhw_to_nchw",
-            g.cfg1(y.len()),
-            [&yt.s, &ni, &ci, &li, &mut y.s]
-        );
+        let y = permute(g, &yt, [n, self.cout, oh * ow], false)?;
         self.x = Some((x, sh));
         Ok((Rc::new(y), [n, self.cout, oh, ow]))
     }
@@ -204,19 +217,7 @@ impl Conv {
         let n = sh[0];
         let (oh, ow) = (self.out_size(sh[2]), self.out_size(sh[3]));
         let (nl, ckk) = (n * oh * ow, self.cin * self.k * self.k);
-        let mut dyt = g.uninit::<f32>(self.cout * nl)?;
-        let (ni, ci, li) = (
-            i32_of("batch", n)?,
-            i32_of("channels", self.cout)?,
-            i32_of("plane", oh * ow)?,
-        );
-        // SAFETY: dy and dyt hold n*cout*oh*ow values (NCHW -> CNHW), dyt fully written.
-        launch!(
-            g,
-            "nchw_to_cnhw",
-            g.cfg1(dyt.len()),
-            [&dy.s, &ni, &ci, &li, &mut dyt.s]
-        );
+        let dyt = permute(g, dy, [n, self.cout, oh * ow], true)?;
         let (cols, _, _) = self.im2col(g, &x, sh)?;
         drop(x);
         {
