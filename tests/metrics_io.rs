@@ -185,9 +185,9 @@ fn a_file_that_shrinks_while_streaming_is_an_error_not_a_panic() {
         f.set_len(200).unwrap();
         let e = src
             .for_each_chunk(4, &mut |_, c| {
-                // Touch the data, as a real pass does.
+                // Read the data, as a real pass does (a mapped page past the end would fault).
                 if let FeatureChunk::F64(a) = c {
-                    assert!(a.sum().is_finite() || a.sum().is_nan());
+                    std::hint::black_box(a.sum());
                 }
                 Ok(())
             })
