@@ -8,13 +8,152 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// A temporary sibling of `path` (same directory, so `rename` is atomic).
-fn tmp_path(path: &Path) -> PathBuf {
+/// How old a temporary file of a *live* process id must be before [`remove_stale_temps`]
+/// removes it anyway (the id may have been reused by an unrelated process): one day.
+pub const STALE_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// A 64-bit value that differs between calls, threads and processes (splitmix64 of the
+/// clock, the process id, a counter and a stack address). Not secret: temporary files are
+/// opened with `O_EXCL` and a collision only costs a retry.
+fn unique_u64() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let local = 0u8;
+    let mut z = nanos
+        ^ (std::process::id() as u64).rotate_left(32)
+        ^ COUNTER
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ (&local as *const u8 as u64).rotate_left(17);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The prefix of every temporary sibling of `path`: `.NAME.tmp-`.
+fn tmp_prefix(path: &Path) -> String {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "out".into());
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+    format!(".{name}.tmp-")
+}
+
+/// Creates a new, empty temporary sibling `.NAME.tmp-PID-RANDOM` of `path` (same directory, so
+/// `rename` is atomic) with `O_CREAT | O_EXCL`: it never opens an existing file and never
+/// follows a symbolic link planted under that name; a name that exists is retried with
+/// another random part.
+fn create_tmp(path: &Path) -> std::io::Result<(PathBuf, fs::File)> {
+    let prefix = tmp_prefix(path);
+    for _ in 0..64 {
+        let tmp = path.with_file_name(format!(
+            "{prefix}{}-{:016x}",
+            std::process::id(),
+            unique_u64()
+        ));
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+        {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AlreadyExists,
+        "no free temporary file name after 64 tries",
+    ))
+}
+
+/// Whether process `pid` exists (on Unix: `kill(pid, 0)`; elsewhere assumed alive, so only the
+/// age rule of [`remove_stale_temps`] applies).
+fn process_alive(pid: u32) -> bool {
+    #[cfg(unix)]
+    {
+        if pid == 0 || pid > i32::MAX as u32 {
+            return false;
+        }
+        // SAFETY: signal 0 only checks that the process exists; nothing is sent.
+        let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
+        r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        true
+    }
+}
+
+/// The process id in a temporary name `PREFIX PID` or `PREFIX PID-XXXXXXXXXXXXXXXX` (16 hex
+/// digits), or `None` when `name` does not match that exact pattern.
+fn temp_owner(name: &str, prefix: &str) -> Option<u32> {
+    let rest = name.strip_prefix(prefix)?;
+    let (pid, tail) = match rest.split_once('-') {
+        Some((p, t)) => (p, Some(t)),
+        None => (rest, None),
+    };
+    if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if let Some(t) = tail {
+        if t.len() != 16 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+    }
+    pid.parse().ok()
+}
+
+/// Removes leftovers named exactly `PREFIX PID[-16 hex digits]` in `dir` (temporary files of
+/// [`write_atomic`] are `.NAME.tmp-…`) whose process is gone, or that are older than
+/// [`STALE_AGE`]; entries of this process are kept (another thread may be writing them).
+/// Symbolic links are removed, never followed. Returns the paths removed; errors are ignored
+/// (cleaning up is best effort).
+pub fn remove_stale_temps(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let Ok(rd) = fs::read_dir(if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    }) else {
+        return removed;
+    };
+    let me = std::process::id();
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|n| temp_owner(n, prefix)) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(meta) = fs::symlink_metadata(e.path()) else {
+            continue;
+        };
+        let old = meta
+            .modified()
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|age| age > STALE_AGE);
+        if process_alive(pid) && !old {
+            continue;
+        }
+        let p = e.path();
+        let ok = if meta.is_dir() {
+            fs::remove_dir_all(&p).is_ok()
+        } else {
+            fs::remove_file(&p).is_ok()
+        };
+        if ok {
+            removed.push(p);
+        }
+    }
+    removed
 }
 
 /// Writes `bytes` to `path` atomically: write a temporary file in the same directory, flush
@@ -24,19 +163,27 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Like [`write_atomic`], with a writer callback.
+///
+/// The temporary file is `.NAME.tmp-PID-RANDOM` next to `path`, created exclusively
+/// (`O_EXCL`: an existing file or a planted symbolic link of that name is never opened);
+/// leftovers `.NAME.tmp-*` of processes that are gone (killed during a write) are removed
+/// first ([`remove_stale_temps`]).
 pub fn write_atomic_with(
     path: &Path,
     write: impl FnOnce(&mut fs::File) -> std::io::Result<()>,
 ) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    if let Some(dir) = dir {
         fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
     }
-    let tmp = tmp_path(path);
+    remove_stale_temps(dir.unwrap_or(Path::new(".")), &tmp_prefix(path));
+    let (tmp, mut f) =
+        create_tmp(path).map_err(|e| Error::io("create a temporary file for", path, e))?;
     let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
         write(&mut f)?;
         f.sync_all()
     })();
+    drop(f);
     if let Err(e) = result {
         let _ = fs::remove_file(&tmp);
         return Err(Error::io("write", path, e));
@@ -45,6 +192,77 @@ pub fn write_atomic_with(
         let _ = fs::remove_file(&tmp);
         Error::io("rename into", path, e)
     })
+}
+
+/// An exclusive lock on a directory, held until dropped (or the process ends, however it
+/// ends): `flock(LOCK_EX | LOCK_NB)` on `DIR/.ufm.lock`, which also records the holder's
+/// process id for the error message. The kernel releases the lock when the process dies, so a
+/// killed run never leaves a stale lock. (On non-Unix systems no lock is taken.)
+#[derive(Debug)]
+pub struct DirLock {
+    _file: fs::File,
+    path: PathBuf,
+}
+
+/// Name of the lock file [`DirLock`] creates in the locked directory.
+pub const LOCK_FILE: &str = ".ufm.lock";
+
+impl DirLock {
+    /// Locks `dir` (which must exist) or fails at once, without waiting, when another process
+    /// holds it; `holder` names the kind of process in the message (e.g. "`ufm train`") and
+    /// `hint` says what to do.
+    pub fn acquire(dir: &Path, holder: &str, hint: &str) -> Result<DirLock> {
+        let path = dir.join(LOCK_FILE);
+        let mut oo = fs::OpenOptions::new();
+        oo.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            oo.custom_flags(libc::O_NOFOLLOW);
+        }
+        let mut f = oo
+            .open(&path)
+            .map_err(|e| Error::io("open the lock file", &path, e))?;
+        #[cfg(unix)]
+        {
+            use std::io::{Read, Seek};
+            use std::os::unix::io::AsRawFd;
+            // SAFETY: a valid open descriptor; LOCK_NB makes the call return at once.
+            let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if r != 0 {
+                let err = std::io::Error::last_os_error();
+                if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                    let mut s = String::new();
+                    let _ = f.read_to_string(&mut s);
+                    let who = s
+                        .trim()
+                        .parse::<u32>()
+                        .map(|p| format!(" (pid {p})"))
+                        .unwrap_or_default();
+                    return Err(Error::io(
+                        "lock",
+                        dir,
+                        std::io::Error::new(
+                            std::io::ErrorKind::WouldBlock,
+                            format!("another {holder}{who} is using this directory; {hint}"),
+                        ),
+                    ));
+                }
+                return Err(Error::io("lock", &path, err));
+            }
+            f.set_len(0).map_err(|e| Error::io("write", &path, e))?;
+            f.seek(std::io::SeekFrom::Start(0))
+                .map_err(|e| Error::io("write", &path, e))?;
+            f.write_all(format!("{}\n", std::process::id()).as_bytes())
+                .map_err(|e| Error::io("write", &path, e))?;
+        }
+        Ok(DirLock { _file: f, path })
+    }
+
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
 }
 
 /// Saves a UFM point as `.npz` with arrays `W` ($K\times d$), `H` ($d\times N$, the paper's
@@ -144,6 +362,95 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    /// A pid above Linux's largest possible pid_max (2^22), so never a live process.
+    const DEAD_PID: u32 = 99_999_999;
+
+    /// The old temporary name `.NAME.tmp-PID` was predictable and opened without `O_EXCL`:
+    /// a symbolic link planted there redirected the write. Now a planted link is left alone
+    /// (its target untouched), and a link at the final name is replaced, not written through.
+    #[cfg(unix)]
+    #[test]
+    fn planted_symlinks_are_never_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        let p = dir.path().join("out.txt");
+        let old_name = dir
+            .path()
+            .join(format!(".out.txt.tmp-{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &old_name).unwrap();
+        write_atomic(&p, b"new").unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(fs::read(&p).unwrap(), b"new");
+        let link = dir.path().join("link.txt");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        write_atomic(&link, b"other").unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        assert!(!fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        // two temporary files of the same target never share a name
+        let (a, _fa) = create_tmp(&p).unwrap();
+        let (b, _fb) = create_tmp(&p).unwrap();
+        assert_ne!(a, b);
+        let n = a.file_name().unwrap().to_str().unwrap();
+        assert_eq!(temp_owner(n, ".out.txt.tmp-"), Some(std::process::id()));
+    }
+
+    /// Leftovers of dead processes matching `.NAME.tmp-PID[-16 hex]` are removed when NAME is
+    /// written again; other names, live processes' files and this process's are kept.
+    #[test]
+    fn stale_temps_of_dead_processes_are_cleaned() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let me = std::process::id();
+        let stale = [
+            format!(".out.txt.tmp-{DEAD_PID}"),
+            format!(".out.txt.tmp-{DEAD_PID}-0123456789abcdef"),
+        ];
+        let kept = [
+            format!(".out.txt.tmp-{me}-0123456789abcdef"),
+            format!(".out.txt.tmp-{DEAD_PID}-xyz"),
+            format!(".out.txt.tmp-{DEAD_PID}-0123"),
+            ".out.txt.tmp-abc".to_string(),
+            format!(".other.txt.tmp-{DEAD_PID}"),
+            format!("out.txt.tmp-{DEAD_PID}"),
+        ];
+        for n in stale.iter().chain(&kept) {
+            fs::write(d.join(n), b"x").unwrap();
+        }
+        write_atomic(&d.join("out.txt"), b"ok").unwrap();
+        let mut left: Vec<String> = fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let mut want: Vec<String> = kept.to_vec();
+        want.push("out.txt".into());
+        want.sort();
+        assert_eq!(left, want);
+    }
+
+    /// A second lock on a locked directory fails at once with the holder's pid and the hint;
+    /// after the first is dropped the directory can be locked again.
+    #[cfg(unix)]
+    #[test]
+    fn dir_lock_is_exclusive_until_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = DirLock::acquire(dir.path(), "`test`", "try later").unwrap();
+        let e = DirLock::acquire(dir.path(), "`test`", "try later")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!("pid {}", std::process::id())) && e.contains("try later"),
+            "{e}"
+        );
+        assert_eq!(a.path(), dir.path().join(LOCK_FILE));
+        drop(a);
+        DirLock::acquire(dir.path(), "`test`", "try later").unwrap();
     }
 
     #[test]

@@ -23,7 +23,8 @@
 //! | [`backend`] | `Backend` trait: CPU reference and CUDA (NVRTC kernels in `kernels/`, cuBLAS), `--device` |
 //! | [`nn`] | network training with hand-written layers (MLP, ResNet-18), data sets, `ufm train`/`validate` |
 //! | [`linalg`] | faer-backed symmetric eigensolver and SVD |
-//! | [`io`] | atomic writes, `.npz` export and import of UFM points |
+//! | [`limits`] | memory estimates checked before large allocations |
+//! | [`io`] | atomic writes (exclusive temporary files, stale-temp cleanup), run-directory locks, `.npz` export and import of UFM points |
 //! | [`plot`] | PNG + SVG figures with an embedded font |
 //!
 //! Everything numerical is generic over [`Real`] (`f64` for theory checks, `f32` for speed).
@@ -54,6 +55,7 @@ pub mod error;
 pub mod features;
 pub mod io;
 pub mod landscape;
+pub mod limits;
 pub mod linalg;
 pub mod metrics;
 pub mod nn;

@@ -1,5 +1,14 @@
 //! Figures with plotters: every figure is drawn from exported data (CSV/JSON) and written as
 //! both PNG and SVG. Text uses the DejaVu Sans font embedded in the binary (no system fonts).
+//!
+//! Both files are rendered in memory and written atomically ([`crate::io::write_atomic`]), so
+//! an interrupted run never leaves half a picture. Axis ranges are sanitised before drawing,
+//! so any data gives a bounded amount of work: non-finite points (and non-positive ones on a
+//! log axis) are dropped, values are clipped to $|v|\le10^{300}$ (log axes: $[10^{-300},10^{300}]$,
+//! which also removes subnormals), a log axis shows at most [`MAX_DECADES`] decades (the top
+//! ones; smaller values are drawn on the bottom edge), and a zero-width range is widened. Each
+//! such change is written as a note in the figure's bottom-left corner and returned by
+//! [`chart_notes`].
 
 use crate::error::{Error, Result};
 use plotters::coord::Shift;
@@ -64,25 +73,232 @@ fn plot_err<E: std::fmt::Debug>(e: E) -> Error {
     Error::Unsupported(format!("plotting failed: {e:?}"))
 }
 
-/// Writes `<stem>.png` (900×600) and `<stem>.svg`; returns both paths.
-pub fn save_line_chart(stem: &Path, chart: &LineChart) -> Result<(PathBuf, PathBuf)> {
+/// Something that draws itself on any plotters drawing area (one impl per figure kind), so
+/// the same code renders the PNG and the SVG.
+trait Figure {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()>
+    where
+        DB::ErrorType: 'static;
+}
+
+/// Renders `fig` (`size` pixels) to PNG and SVG bytes in memory and writes `<stem>.png` and
+/// `<stem>.svg` atomically; returns both paths.
+fn save_figure(stem: &Path, size: (u32, u32), fig: &impl Figure) -> Result<(PathBuf, PathBuf)> {
     ensure_fonts()?;
-    if let Some(dir) = stem.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
-    }
     let png = stem.with_extension("png");
     let svg = stem.with_extension("svg");
+    let (w, h) = size;
+    let mut rgb = vec![0u8; w as usize * h as usize * 3];
     {
-        let root = BitMapBackend::new(&png, (900, 600)).into_drawing_area();
-        draw_line_chart(&root, chart)?;
+        let root = BitMapBackend::with_buffer(&mut rgb, size).into_drawing_area();
+        fig.draw(&root)?;
         root.present().map_err(plot_err)?;
     }
+    let mut png_bytes = Vec::new();
     {
-        let root = SVGBackend::new(&svg, (900, 600)).into_drawing_area();
-        draw_line_chart(&root, chart)?;
+        let mut enc = ::png::Encoder::new(&mut png_bytes, w, h);
+        enc.set_color(::png::ColorType::Rgb);
+        enc.set_depth(::png::BitDepth::Eight);
+        let mut wr = enc.write_header().map_err(plot_err)?;
+        wr.write_image_data(&rgb).map_err(plot_err)?;
+        wr.finish().map_err(plot_err)?;
+    }
+    let mut svg_text = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg_text, size).into_drawing_area();
+        fig.draw(&root)?;
         root.present().map_err(plot_err)?;
     }
+    crate::io::write_atomic(&png, &png_bytes)?;
+    crate::io::write_atomic(&svg, svg_text.as_bytes())?;
     Ok((png, svg))
+}
+
+struct LineFig<'a>(&'a LineChart);
+
+impl Figure for LineFig<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()>
+    where
+        DB::ErrorType: 'static,
+    {
+        draw_line_chart(root, self.0)
+    }
+}
+
+/// Writes `<stem>.png` (900×600) and `<stem>.svg` (atomically); returns both paths.
+pub fn save_line_chart(stem: &Path, chart: &LineChart) -> Result<(PathBuf, PathBuf)> {
+    save_figure(stem, (900, 600), &LineFig(chart))
+}
+
+/// Largest magnitude drawn on a linear axis; larger values are clipped to $\pm10^{300}$.
+pub const LINEAR_LIMIT: f64 = 1e300;
+/// Most decades a log axis shows (the top ones).
+pub const MAX_DECADES: i32 = 40;
+/// Exponent range of log axes: values are clipped to $[10^{-300},10^{300}]$.
+const LOG_EXP_LIMIT: i32 = 300;
+
+/// A chart's points after sanitising, with the axis ranges and notes on what was changed.
+struct Prepared {
+    /// Points per series, in drawing coordinates (clipped).
+    series: Vec<Vec<(f64, f64)>>,
+    /// All points.
+    pts: Vec<(f64, f64)>,
+    x: (f64, f64),
+    /// Linear: the data range (unpadded); log: $(10^{lo},10^{hi})$.
+    y: (f64, f64),
+    notes: Vec<String>,
+}
+
+/// Widens a zero-width (or, relative to its magnitude, vanishing) range.
+fn widen(lo: f64, hi: f64) -> (f64, f64) {
+    let m = lo.abs().max(hi.abs());
+    if hi > lo && hi - lo >= 1e-9 * m {
+        return (lo, hi);
+    }
+    let c = 0.5 * lo + 0.5 * hi;
+    let w = if hi > lo {
+        1e-9 * m
+    } else {
+        0.5f64.max(1e-6 * m)
+    };
+    (c - w, c + w)
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+fn prepare(chart: &LineChart) -> Result<Prepared> {
+    let (mut non_finite, mut non_positive, mut clipped) = (0usize, 0usize, 0usize);
+    let clip = |v: f64, lo: f64, hi: f64, n: &mut usize| {
+        if v < lo {
+            *n += 1;
+            lo
+        } else if v > hi {
+            *n += 1;
+            hi
+        } else {
+            v
+        }
+    };
+    let (ylo, yhi) = if chart.log_y {
+        (10f64.powi(-LOG_EXP_LIMIT), 10f64.powi(LOG_EXP_LIMIT))
+    } else {
+        (-LINEAR_LIMIT, LINEAR_LIMIT)
+    };
+    let mut series: Vec<Vec<(f64, f64)>> = Vec::with_capacity(chart.series.len());
+    for s in &chart.series {
+        let mut v = Vec::with_capacity(s.points.len());
+        for &(x, y) in &s.points {
+            if !(x.is_finite() && y.is_finite()) {
+                non_finite += 1;
+                continue;
+            }
+            if chart.log_y && y <= 0.0 {
+                non_positive += 1;
+                continue;
+            }
+            let x = clip(x, -LINEAR_LIMIT, LINEAR_LIMIT, &mut clipped);
+            let y = clip(y, ylo, yhi, &mut clipped);
+            v.push((x, y));
+        }
+        series.push(v);
+    }
+    let pts: Vec<(f64, f64)> = series.iter().flatten().copied().collect();
+    if pts.is_empty() {
+        return Err(Error::Data(format!(
+            "nothing to plot in `{}`: no finite points{}",
+            chart.title,
+            if chart.log_y {
+                " (a log axis also needs values > 0)"
+            } else {
+                ""
+            }
+        )));
+    }
+    let range = |f: fn(&(f64, f64)) -> f64| {
+        pts.iter()
+            .map(f)
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+                (a.min(v), b.max(v))
+            })
+    };
+    let (x0, x1) = range(|p| p.0);
+    let x = widen(x0, x1);
+    let (y0, y1) = range(|p| p.1);
+    let mut notes = Vec::new();
+    if non_finite > 0 {
+        notes.push(format!(
+            "{} dropped",
+            plural(non_finite, "non-finite point", "non-finite points")
+        ));
+    }
+    if non_positive > 0 {
+        notes.push(format!(
+            "{} dropped (log axis)",
+            plural(non_positive, "value <= 0", "values <= 0")
+        ));
+    }
+    if clipped > 0 {
+        notes.push(format!(
+            "{} clipped to {}",
+            plural(clipped, "value", "values"),
+            if chart.log_y {
+                "[1e-300, 1e300]"
+            } else {
+                "+-1e300"
+            }
+        ));
+    }
+    let y = if chart.log_y {
+        // exponents of the decades that hold the data, within the clip range
+        let mut hi = (y1.log10().ceil() as i32).clamp(-LOG_EXP_LIMIT, LOG_EXP_LIMIT);
+        let mut lo = (y0.log10().floor() as i32).clamp(-LOG_EXP_LIMIT, LOG_EXP_LIMIT);
+        if hi <= lo {
+            if lo > -LOG_EXP_LIMIT {
+                lo -= 1;
+            } else {
+                hi += 1;
+            }
+        }
+        if hi - lo > MAX_DECADES {
+            lo = hi - MAX_DECADES;
+            let floor = 10f64.powi(lo);
+            let below = pts.iter().filter(|p| p.1 < floor).count();
+            for s in &mut series {
+                for p in s.iter_mut() {
+                    p.1 = p.1.max(floor);
+                }
+            }
+            notes.push(format!(
+                "{} below 1e{lo} drawn on the bottom edge (the axis shows {MAX_DECADES} decades)",
+                plural(below, "value", "values")
+            ));
+        }
+        (10f64.powi(lo), 10f64.powi(hi))
+    } else {
+        widen(y0, y1)
+    };
+    let pts = series.iter().flatten().copied().collect();
+    Ok(Prepared {
+        series,
+        pts,
+        x,
+        y,
+        notes,
+    })
+}
+
+/// Whether `chart` has a point to draw (finite, and positive on a log axis);
+/// [`save_line_chart`] refuses a chart without one.
+pub fn has_points(chart: &LineChart) -> bool {
+    prepare(chart).is_ok()
+}
+
+/// What sanitising `chart` changes (dropped, clipped or floored points), one sentence each;
+/// empty when the data are drawn as given. The same notes are written in the figure.
+pub fn chart_notes(chart: &LineChart) -> Vec<String> {
+    prepare(chart).map(|p| p.notes).unwrap_or_default()
 }
 
 /// Draws a line chart on any plotters drawing area.
@@ -116,32 +332,9 @@ where
     DB::ErrorType: 'static,
 {
     root.fill(&WHITE).map_err(plot_err)?;
-    let keep = |&(x, y): &(f64, f64)| x.is_finite() && y.is_finite() && (!chart.log_y || y > 0.0);
-    let pts: Vec<(f64, f64)> = chart
-        .series
-        .iter()
-        .flat_map(|s| s.points.iter().copied().filter(keep))
-        .collect();
-    if pts.is_empty() {
-        return Err(Error::Data(format!(
-            "nothing to plot in `{}`: no finite points",
-            chart.title
-        )));
-    }
-    let (mut x0, mut x1) = pts
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
-            (a.min(p.0), b.max(p.0))
-        });
-    let (mut y0, mut y1) = pts
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
-            (a.min(p.1), b.max(p.1))
-        });
-    if x1 <= x0 {
-        x0 -= 0.5;
-        x1 += 0.5;
-    }
+    let prep = prepare(chart)?;
+    let pts = &prep.pts;
+    let ((x0, x1), (y0, y1)) = (prep.x, prep.y);
     let mut cb = ChartBuilder::on(root);
     cb.caption(&chart.title, ("sans-serif", 26))
         .margin(18)
@@ -195,8 +388,8 @@ where
                 .axis_desc_style(("sans-serif", 19))
                 .draw()
                 .map_err(plot_err)?;
-            for (i, s) in chart.series.iter().enumerate() {
-                let p: Vec<(f64, f64)> = s.points.iter().copied().filter(keep).collect();
+            for (i, (s, p)) in chart.series.iter().zip(&prep.series).enumerate() {
+                let p = p.clone();
                 let color = PALETTE[i % PALETTE.len()];
                 let anno = if points {
                     ctx.draw_series(p.into_iter().map(|q| Circle::new(q, 3, color.filled())))
@@ -221,22 +414,24 @@ where
         }};
     }
     if chart.log_y {
-        let (ly0, ly1) = (
-            y0.log10().floor(),
-            y1.log10().ceil().max(y0.log10().floor() + 1.0),
-        );
         finish!(cb
-            .build_cartesian_2d(x0..x1, (10f64.powf(ly0)..10f64.powf(ly1)).log_scale())
+            .build_cartesian_2d(x0..x1, (y0..y1).log_scale())
             .map_err(plot_err)?);
     } else {
-        if y1 <= y0 {
-            y0 -= 0.5;
-            y1 += 0.5;
-        }
         let pad = 0.05 * (y1 - y0);
         finish!(cb
             .build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad))
             .map_err(plot_err)?);
+    }
+    if !prep.notes.is_empty() {
+        let (_, h) = root.dim_in_pixel();
+        let style = TextStyle::from(("sans-serif", 13).into_font()).color(&RGBColor(90, 90, 90));
+        root.draw_text(
+            &format!("note: {}", prep.notes.join("; ")),
+            &style,
+            (6, h as i32 - 16),
+        )
+        .map_err(plot_err)?;
     }
     Ok(())
 }
@@ -378,8 +573,38 @@ where
     }
 }
 
+struct PanelsFig<'a> {
+    title: Option<&'a str>,
+    panels: &'a [Panel],
+    rows: usize,
+    cols: usize,
+}
+
+impl Figure for PanelsFig<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()>
+    where
+        DB::ErrorType: 'static,
+    {
+        root.fill(&WHITE).map_err(plot_err)?;
+        let body = match self.title {
+            Some(t) => root
+                .titled(t, ("sans-serif", 28).into_font().style(FontStyle::Bold))
+                .map_err(plot_err)?,
+            None => root.clone(),
+        };
+        for (area, p) in body
+            .split_evenly((self.rows, self.cols))
+            .iter()
+            .zip(self.panels)
+        {
+            draw_panel(area, p)?;
+        }
+        Ok(())
+    }
+}
+
 /// Writes a figure of `panels` on a grid with `cols` columns, each panel `panel_size` pixels,
-/// as `<stem>.png` and `<stem>.svg`, with an optional overall title.
+/// as `<stem>.png` and `<stem>.svg` (atomically), with an optional overall title.
 pub fn save_panels(
     stem: &Path,
     title: Option<&str>,
@@ -387,59 +612,31 @@ pub fn save_panels(
     cols: usize,
     panel_size: (u32, u32),
 ) -> Result<(PathBuf, PathBuf)> {
-    ensure_fonts()?;
     if panels.is_empty() {
         return Err(Error::Data("a figure needs at least one panel".into()));
-    }
-    if let Some(dir) = stem.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
     }
     let cols = cols.clamp(1, panels.len());
     let rows = panels.len().div_ceil(cols);
     let head = if title.is_some() { 44 } else { 0 };
-    let size = (
-        panel_size.0 * cols as u32,
-        panel_size.1 * rows as u32 + head,
-    );
-    fn draw_all<DB: DrawingBackend>(
-        root: DrawingArea<DB, Shift>,
-        title: Option<&str>,
-        panels: &[Panel],
-        rows: usize,
-        cols: usize,
-    ) -> Result<()>
-    where
-        DB::ErrorType: 'static,
-    {
-        root.fill(&WHITE).map_err(plot_err)?;
-        let body = match title {
-            Some(t) => root
-                .titled(t, ("sans-serif", 28).into_font().style(FontStyle::Bold))
-                .map_err(plot_err)?,
-            None => root.clone(),
-        };
-        for (area, p) in body.split_evenly((rows, cols)).iter().zip(panels) {
-            draw_panel(area, p)?;
-        }
-        root.present().map_err(plot_err)
-    }
-    let png = stem.with_extension("png");
-    let svg = stem.with_extension("svg");
-    draw_all(
-        BitMapBackend::new(&png, size).into_drawing_area(),
-        title,
-        panels,
-        rows,
-        cols,
-    )?;
-    draw_all(
-        SVGBackend::new(&svg, size).into_drawing_area(),
-        title,
-        panels,
-        rows,
-        cols,
-    )?;
-    Ok((png, svg))
+    let dim = |per: u32, n: usize, extra: u32| {
+        u32::try_from(n)
+            .ok()
+            .and_then(|n| per.checked_mul(n))
+            .and_then(|v| v.checked_add(extra))
+            .filter(|&v| v <= 1 << 15)
+            .ok_or_else(|| Error::Data(format!("a figure of {rows} x {cols} panels is too large")))
+    };
+    let size = (dim(panel_size.0, cols, 0)?, dim(panel_size.1, rows, head)?);
+    save_figure(
+        stem,
+        size,
+        &PanelsFig {
+            title,
+            panels,
+            rows,
+            cols,
+        },
+    )
 }
 
 /// Several line charts side by side (one row, 800×600 per panel) as `<stem>.png` and
@@ -474,6 +671,10 @@ mod tests {
         };
         let (png, svg) = save_line_chart(&dir.path().join("fig"), &chart).unwrap();
         assert!(std::fs::metadata(&png).unwrap().len() > 1000);
+        let bytes = std::fs::read(&png).unwrap();
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+        // written atomically: only the two files, no temporaries
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
         let s = std::fs::read_to_string(&svg).unwrap();
         assert!(s.contains("<text") && s.contains("iteration"));
         let empty = LineChart {
@@ -484,6 +685,79 @@ mod tests {
             ..chart
         };
         assert!(save_line_chart(&dir.path().join("e"), &empty).is_err());
+    }
+
+    fn chart(log_y: bool, points: Vec<(f64, f64)>) -> LineChart {
+        LineChart {
+            title: "t".into(),
+            x_label: "x".into(),
+            y_label: "y".into(),
+            log_y,
+            series: vec![Series {
+                name: "s".into(),
+                points,
+            }],
+        }
+    }
+
+    /// Data that used to make plotters loop forever (log axes up to 1e308, subnormals, spans
+    /// of hundreds of decades, zero-width ranges, huge linear values) give finite, bounded
+    /// ranges: positive normal decades at most MAX_DECADES apart on log axes, |v| <= 1e300 with
+    /// a non-zero width on linear ones; and every change is noted.
+    #[test]
+    fn axis_ranges_are_sanitised() {
+        let log_cases = [
+            vec![(0.0, 1e308), (1.0, 1.0)],
+            vec![(0.0, f64::MAX), (1.0, 5e-324)],
+            vec![(0.0, 1e-300), (1.0, 1e300)],
+            vec![(0.0, 5e-324)],
+            vec![(0.0, 2.5), (0.0, 2.5)],
+            vec![(-1e308, 1.0), (1e308, 2.0), (f64::NAN, 1.0), (1.0, -1.0)],
+        ];
+        for pts in log_cases {
+            let p = prepare(&chart(true, pts.clone())).unwrap();
+            let (lo, hi) = p.y;
+            assert!(
+                lo.is_normal() && hi.is_normal() && lo < hi,
+                "{pts:?}: {lo} {hi}"
+            );
+            let decades = (hi / lo).log10();
+            assert!(decades <= MAX_DECADES as f64 + 1e-9, "{pts:?}: {decades}");
+            assert!(
+                p.x.0.is_finite() && p.x.1.is_finite() && p.x.0 < p.x.1,
+                "{pts:?}"
+            );
+            assert!(p.x.1 - p.x.0 <= 2.0 * LINEAR_LIMIT + 1.0);
+            assert!(
+                p.pts.iter().all(|q| q.1 >= lo && q.1 <= hi),
+                "{pts:?}: points inside the axis"
+            );
+        }
+        let notes = chart_notes(&chart(
+            true,
+            vec![(0.0, 1e-300), (1.0, 1e300), (2.0, f64::NAN)],
+        ));
+        assert!(notes.iter().any(|n| n.contains("non-finite")), "{notes:?}");
+        assert!(notes.iter().any(|n| n.contains("bottom edge")), "{notes:?}");
+        let notes = chart_notes(&chart(true, vec![(0.0, 5e-324), (1.0, 1.0)]));
+        assert!(notes.iter().any(|n| n.contains("clipped")), "{notes:?}");
+        assert!(chart_notes(&chart(true, vec![(0.0, 1e-3), (1.0, 1.0)])).is_empty());
+        for pts in [
+            vec![(0.0, f64::MAX), (1.0, -f64::MAX)],
+            vec![(0.0, 1e300), (1.0, 1e300)],
+            vec![(0.0, 1.0), (0.0, 1.0 + f64::EPSILON)],
+            vec![(5.0, 0.0)],
+        ] {
+            let p = prepare(&chart(false, pts.clone())).unwrap();
+            let (lo, hi) = p.y;
+            let pad = 0.05 * (hi - lo);
+            assert!((lo - pad).is_finite() && (hi + pad).is_finite(), "{pts:?}");
+            assert!(
+                hi - lo >= 1e-9 * lo.abs().max(hi.abs()) && hi > lo,
+                "{pts:?}"
+            );
+        }
+        assert!(prepare(&chart(true, vec![(0.0, -1.0), (1.0, 0.0)])).is_err());
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! MNIST IDX files and a CIFAR-10 `.tar.gz`; the downloader is pointed at it through
 //! [`Source`]. Checks: good downloads land, verify and load; a wrong checksum, a truncated
 //! body or a refused connection is an error naming the folder to fill by hand and leaves no
-//! file behind; mirrors are tried in order; present files are not fetched again.
+//! file behind; a server that stalls mid-body or sends more than the file's size limit is cut
+//! off within the time limit and leaves nothing; mirrors are tried in order; present files
+//! are not fetched again.
 
 use flate2::write::GzEncoder;
 use std::collections::HashMap;
@@ -14,13 +16,26 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use ufm::nn::data::{load_cifar10, load_mnist, DatasetName};
-use ufm::nn::download::{download_from, md5_file, md5_hex, RemoteFile, Source};
+use ufm::nn::download::{download_from, md5_file, md5_hex, RemoteFile, Source, Timeouts};
 
 #[derive(Clone)]
 enum Reply {
     Ok(Vec<u8>),
     /// announces 1000 more bytes than it sends, then closes
     Truncated(Vec<u8>),
+    /// announces the full length, sends the first half, then stays silent for 30 s
+    Stall(Vec<u8>),
+    /// no `Content-Length`: sends the bytes, then closes (the body ends at the close)
+    Unannounced(Vec<u8>),
+}
+
+/// Short limits for the tests: 2 s of silence, 20 s per file.
+fn quick() -> Timeouts {
+    Timeouts {
+        connect: Duration::from_secs(5),
+        stall: Duration::from_secs(2),
+        per_file: Duration::from_secs(20),
+    }
 }
 
 struct Server {
@@ -66,6 +81,24 @@ fn serve(routes: HashMap<String, Reply>) -> Server {
                     format!("200 OK\r\nContent-Length: {}", b.len() + 1000),
                     b.clone(),
                 ),
+                Some(Reply::Stall(b)) => {
+                    let _ = s.write_all(
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            b.len()
+                        )
+                        .as_bytes(),
+                    );
+                    let _ = s.write_all(&b[..b.len() / 2]);
+                    let _ = s.flush();
+                    // hold the connection open in another thread, so the server keeps serving
+                    std::thread::spawn(move || {
+                        std::thread::sleep(Duration::from_secs(30));
+                        drop(s);
+                    });
+                    continue;
+                }
+                Some(Reply::Unannounced(b)) => ("200 OK".to_string(), b.clone()),
                 None => ("404 Not Found\r\nContent-Length: 0".to_string(), vec![]),
             };
             let _ = s.write_all(format!("HTTP/1.1 {head}\r\nConnection: close\r\n\r\n").as_bytes());
@@ -147,6 +180,7 @@ fn mnist_download_lands_verifies_and_loads() {
         src_files.push(RemoteFile {
             name: format!("{name}.gz"),
             md5: md5_hex(&z),
+            max_bytes: 2 * z.len() as u64,
         });
         routes.insert(format!("/good/{name}.gz"), Reply::Ok(z));
     }
@@ -154,6 +188,7 @@ fn mnist_download_lands_verifies_and_loads() {
     let src = Source {
         mirrors: vec![format!("{}/gone/", srv.base), format!("{}/good/", srv.base)],
         files: src_files,
+        timeouts: quick(),
     };
     let tmp = tempfile::tempdir().unwrap();
     let mut lines = vec![];
@@ -207,7 +242,9 @@ fn checksum_mismatch_or_truncation_is_an_error_and_leaves_nothing() {
         files: vec![RemoteFile {
             name: format!("{}.gz", files[0].0),
             md5: "0123456789abcdef0123456789abcdef".into(),
+            max_bytes: 1 << 20,
         }],
+        timeouts: quick(),
     };
     let e = download_from(DatasetName::Mnist, tmp.path(), &wrong, &mut |_| {})
         .unwrap_err()
@@ -227,7 +264,9 @@ fn checksum_mismatch_or_truncation_is_an_error_and_leaves_nothing() {
         files: vec![RemoteFile {
             name: format!("{}.gz", files[0].0),
             md5: md5_hex(&z),
+            max_bytes: 1 << 20,
         }],
+        timeouts: quick(),
     };
     let e = download_from(DatasetName::Mnist, tmp.path(), &truncated, &mut |_| {})
         .unwrap_err()
@@ -307,7 +346,9 @@ fn cifar_archive_is_verified_and_unpacked() {
         files: vec![RemoteFile {
             name: "cifar-10-binary.tar.gz".into(),
             md5: md5_hex(&archive),
+            max_bytes: 2 * archive.len() as u64,
         }],
+        timeouts: quick(),
     };
     let tmp = tempfile::tempdir().unwrap();
     download_from(DatasetName::Cifar10, tmp.path(), &src, &mut |_| {}).unwrap();
@@ -351,4 +392,99 @@ fn cli_download_checks_the_official_md5() {
         "{err}"
     );
     assert_eq!(listing(&tmp.path().join("MNIST/raw")), Vec::<String>::new());
+}
+
+/// A server that sends half the body and then goes silent is cut off after the stall limit
+/// (2 s here), long before it would close; a body longer than the file's limit is refused,
+/// whether the server announces it (`Content-Length`) or just keeps sending. Each case is an
+/// error that names the limit, and leaves no file and no temporary file.
+#[test]
+fn stalled_or_oversized_bodies_are_cut_off_and_leave_nothing() {
+    let files = mnist_files(40, 2);
+    let z = gz(&files[0].1);
+    let name = format!("{}.gz", files[0].0);
+    let mut routes = HashMap::new();
+    routes.insert(format!("/stall/{name}"), Reply::Stall(z.clone()));
+    routes.insert(format!("/big/{name}"), Reply::Ok(z.clone()));
+    routes.insert(format!("/endless/{name}"), Reply::Unannounced(z.clone()));
+    let srv = serve(routes);
+    let tmp = tempfile::tempdir().unwrap();
+    let raw = tmp.path().join("MNIST/raw");
+    let src = |dir: &str, max_bytes: u64| Source {
+        mirrors: vec![format!("{}/{dir}/", srv.base)],
+        files: vec![RemoteFile {
+            name: name.clone(),
+            md5: md5_hex(&z),
+            max_bytes,
+        }],
+        timeouts: quick(),
+    };
+    let t0 = Instant::now();
+    let e = download_from(
+        DatasetName::Mnist,
+        tmp.path(),
+        &src("stall", 1 << 20),
+        &mut |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    let waited = t0.elapsed();
+    eprintln!("stalled body ({waited:?}): {e}");
+    assert!(
+        e.contains("timed out") && e.contains("nothing was written"),
+        "{e}"
+    );
+    assert!(
+        waited < Duration::from_secs(15),
+        "cut off after {waited:?}, the stall limit is 2 s"
+    );
+    assert_eq!(listing(&raw), Vec::<String>::new());
+    let limit = z.len() as u64 / 2;
+    let e = download_from(
+        DatasetName::Mnist,
+        tmp.path(),
+        &src("big", limit),
+        &mut |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains(&format!("announces {} bytes", z.len())) && e.contains(&limit.to_string()),
+        "{e}"
+    );
+    assert_eq!(listing(&raw), Vec::<String>::new());
+    let e = download_from(
+        DatasetName::Mnist,
+        tmp.path(),
+        &src("endless", limit),
+        &mut |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains(&format!("more than {limit} bytes")), "{e}");
+    assert_eq!(listing(&raw), Vec::<String>::new());
+    // within the limit the same unannounced body is accepted
+    download_from(
+        DatasetName::Mnist,
+        tmp.path(),
+        &src("endless", z.len() as u64),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(listing(&raw), vec![name.clone()]);
+}
+
+/// The official sources allow twice each file's published size.
+#[test]
+fn official_sources_limit_each_file_to_twice_its_size() {
+    let m = Source::official(DatasetName::Mnist);
+    let sizes: Vec<u64> = m.files.iter().map(|f| f.max_bytes).collect();
+    assert_eq!(
+        sizes,
+        vec![2 * 9_912_422, 2 * 28_881, 2 * 1_648_877, 2 * 4_542]
+    );
+    let c = Source::official(DatasetName::Cifar10);
+    assert_eq!(c.files[0].max_bytes, 2 * 170_052_171);
+    assert_eq!(m.timeouts, Timeouts::default());
+    assert!(m.timeouts.stall <= Duration::from_secs(60));
 }

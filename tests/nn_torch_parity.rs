@@ -596,7 +596,8 @@ fn lbfgs_matches_torch_optim_lbfgs_across_batches() {
         opt2.max_eval = max_iter * 5 / 4;
         opt2.load_state(
             &json,
-            |k| tensors.iter().find(|(n, _)| n == k).map(|(_, a)| a.clone()),
+            x2.len(),
+            |k| Ok(tensors.iter().find(|(n, _)| n == k).map(|(_, a)| a.clone())),
             std::path::Path::new("memory"),
         )
         .unwrap();

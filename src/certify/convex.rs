@@ -82,7 +82,7 @@ use crate::linalg::{singular_values, sym_eigen};
 use crate::ufm::{Loss, UfmProblem};
 use ndarray::{Array1, Array2, ArrayView2, Axis};
 use serde::Serialize;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// How the columns of $Z$ are stored (see the [module docs](self)).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -622,7 +622,7 @@ pub fn solve_convex(
     let mut restarts = 0;
     let mut iterations = 0;
     let mut converged = false;
-    let limit = opts.time_limit.map(Duration::from_secs_f64);
+    let limit = crate::solver::time_limit("time-limit", opts.time_limit)?;
     let every = opts.gap_every.max(1);
     let done = |p: f64, d: f64| p - d <= (opts.rel_tol * p.abs()).max(opts.abs_tol);
     while iterations < opts.max_iter {

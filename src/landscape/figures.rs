@@ -177,7 +177,16 @@ pub fn spectra_figure(dir: &Path, p: &UfmProblem, seed: u64) -> Result<PathBuf> 
 /// Draws `spectra.{png,svg}` from `spectra.csv` and `spectra.json` in `dir`.
 pub fn plot_spectra(dir: &Path) -> Result<PathBuf> {
     let path = dir.join("spectra.csv");
-    let (_, rows) = read_csv(&path)?;
+    let (h, rows) = read_csv(&path)?;
+    if h.len() != 3 || h[0] != "point" || h[1] != "index" || h[2] != "eigenvalue" {
+        return Err(Error::format(
+            &path,
+            format!(
+                "the header must be `point,index,eigenvalue`, got `{}`",
+                h.join(",")
+            ),
+        ));
+    }
     let meta_path = dir.join("spectra.json");
     let meta: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(&meta_path).map_err(|e| Error::io("read", &meta_path, e))?,
@@ -263,6 +272,9 @@ pub fn heatmap_figure(
     plot_heatmap(&dir.join("summary.csv"), &dir.join("success_heatmap"))
 }
 
+/// Most cells (dims × lambdas) of one heatmap panel.
+pub const MAX_HEATMAP_CELLS: usize = 10_000;
+
 /// Draws a success-rate heatmap (one panel per optimizer) from a sweep's `summary.csv`.
 pub fn plot_heatmap(summary_csv: &Path, stem: &Path) -> Result<PathBuf> {
     let (h, rows) = read_csv(summary_csv)?;
@@ -303,6 +315,18 @@ pub fn plot_heatmap(summary_csv: &Path, stem: &Path) -> Result<PathBuf> {
         if !opts.contains(&c.2) {
             opts.push(c.2.clone());
         }
+    }
+    // a hand-edited summary could ask for millions of cells: keep the drawing bounded
+    if dims.len().saturating_mul(lambdas.len()) > MAX_HEATMAP_CELLS || opts.len() > 30 {
+        return Err(Error::format(
+            summary_csv,
+            format!(
+                "{} dims x {} lambdas and {} optimizers: at most {MAX_HEATMAP_CELLS} cells per panel and 30 panels can be drawn",
+                dims.len(),
+                lambdas.len(),
+                opts.len()
+            ),
+        ));
     }
     let empirical: Vec<String> = dims
         .iter()

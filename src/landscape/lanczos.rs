@@ -81,6 +81,17 @@ pub fn lanczos_extremes(
         ));
     }
     let m_max = opts.max_iter.clamp(1, dim);
+    // up to m_max basis vectors of length dim are kept (full reorthogonalisation), plus the
+    // m x m tridiagonal matrix and its eigenvectors: refuse what cannot fit before starting
+    let bytes = (m_max as u64)
+        .checked_mul(dim as u64)
+        .and_then(|v| v.checked_add((m_max as u64).checked_mul(m_max as u64)?.checked_mul(2)?))
+        .and_then(|v| v.checked_mul(8));
+    crate::limits::check_memory(
+        "lanczos-steps",
+        &format!("Lanczos with {m_max} steps on dimension {dim}"),
+        bytes,
+    )?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(opts.seed);
     let mut q0: Vec<f64> = (0..dim).map(|_| StandardNormal.sample(&mut rng)).collect();
     let n0 = norm(&q0);
@@ -198,6 +209,20 @@ mod tests {
     use super::*;
     use crate::landscape::{dense_hessian, spectrum};
     use crate::ufm::{Loss, UfmConfig};
+
+    /// A step count whose basis cannot fit is refused up front (no allocation, no call of the
+    /// operator), naming the flag.
+    #[test]
+    fn lanczos_refuses_a_basis_that_cannot_fit() {
+        let opts = LanczosOptions {
+            max_iter: 1 << 40,
+            ..LanczosOptions::default()
+        };
+        let e = lanczos_extremes(1 << 40, |_, _| panic!("never applied"), &opts)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`lanczos-steps`"), "{e}");
+    }
 
     #[test]
     fn lanczos_agrees_with_the_dense_spectrum() {

@@ -20,6 +20,9 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+/// Most trials (jobs) in one sweep.
+pub const MAX_JOBS: usize = 10_000_000;
+
 /// What to sweep.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct SweepSpec {
@@ -72,6 +75,24 @@ impl SweepSpec {
         if !(self.gap_tol.is_finite() && self.gap_tol > 0.0) {
             return Err(Error::param("gap-tol", "must be finite and > 0"));
         }
+        match self.checked_n_jobs() {
+            Some(n) if n <= MAX_JOBS => {}
+            n => {
+                return Err(Error::param(
+                    "trials",
+                    format!(
+                        "{} dims x {} lambdas x {} optimizers x {} trials = {} trials in all, more than {MAX_JOBS}; \
+                         use fewer",
+                        self.dims.len(),
+                        self.lambdas.len(),
+                        self.optimizers.len(),
+                        self.trials,
+                        n.map_or("more than 2^64".into(), |n| n.to_string())
+                    ),
+                ))
+            }
+        }
+        crate::solver::time_limit("time-limit", self.time_limit)?;
         // Every cell must build.
         for &d in &self.dims {
             self.cell_config(d, self.lambdas[0]).build()?;
@@ -87,9 +108,18 @@ impl SweepSpec {
         c
     }
 
-    /// Number of jobs (cells × optimizers × trials).
+    /// Number of jobs (cells × optimizers × trials), saturating at `usize::MAX` (a valid spec
+    /// has at most [`MAX_JOBS`]).
     pub fn n_jobs(&self) -> usize {
-        self.dims.len() * self.lambdas.len() * self.optimizers.len() * self.trials
+        self.checked_n_jobs().unwrap_or(usize::MAX)
+    }
+
+    fn checked_n_jobs(&self) -> Option<usize> {
+        self.dims
+            .len()
+            .checked_mul(self.lambdas.len())?
+            .checked_mul(self.optimizers.len())?
+            .checked_mul(self.trials)
     }
 
     /// Job `j` in the fixed order $(d,\lambda,\text{optimizer},t)$, last index fastest.
@@ -229,13 +259,24 @@ fn run_trial(spec: &SweepSpec, j: usize) -> Result<TrialRow> {
     Ok(row)
 }
 
-/// Combines shard outputs: checks that they come from the same sweep, that no shard is given
-/// twice, and that the union covers every job (else an error listing the missing shards).
+/// Combines shard outputs: checks that they come from the same valid sweep, that each is a
+/// shard `i/n` with $0\le i<n$ holding exactly the jobs $j\equiv i\pmod n$ of the sweep, that no
+/// shard is given twice, and that the union covers every job (else an error listing the
+/// missing shards). Shard files are input: a bad one is an error naming it, never a panic.
 pub fn merge_shards(parts: Vec<ShardOutput>) -> Result<ShardOutput> {
     let first = parts
         .first()
         .ok_or_else(|| Error::Data("no shard files to merge".into()))?;
     let (spec, n) = (first.spec.clone(), first.n_shards);
+    spec.validate()
+        .map_err(|e| Error::Data(format!("the shards' sweep is not valid: {e}")))?;
+    let n_jobs = spec.n_jobs();
+    if n == 0 || n > n_jobs.max(1) {
+        return Err(Error::Data(format!(
+            "shard {}/{n}: the shard count must be between 1 and the {n_jobs} jobs of the sweep",
+            first.shard
+        )));
+    }
     let mut seen = vec![false; n];
     let mut rows = Vec::new();
     for part in parts {
@@ -245,8 +286,23 @@ pub fn merge_shards(parts: Vec<ShardOutput>) -> Result<ShardOutput> {
                 part.shard, part.n_shards
             )));
         }
+        if part.shard >= n {
+            return Err(Error::Data(format!(
+                "shard {}/{n}: the index must be below the shard count",
+                part.shard
+            )));
+        }
         if std::mem::replace(&mut seen[part.shard], true) {
             return Err(Error::Data(format!("shard {}/{n} given twice", part.shard)));
+        }
+        let want = (part.shard..n_jobs).step_by(n);
+        if part.rows.len() != want.len() || part.rows.iter().zip(want).any(|(r, j)| r.job != j) {
+            return Err(Error::Data(format!(
+                "shard {}/{n} does not hold exactly its jobs ({} rows; jobs j = {} mod {n} of {n_jobs} expected)",
+                part.shard,
+                part.rows.len(),
+                part.shard
+            )));
         }
         rows.extend(part.rows);
     }
@@ -516,6 +572,49 @@ mod tests {
             .iter()
             .filter(|c| c.d == 4)
             .all(|c| c.success_fraction == 1.0));
+    }
+
+    /// Shard files are input: an index at or beyond the count, a count of 0, rows of other
+    /// jobs or an invalid spec are errors, never an index-out-of-bounds panic.
+    #[test]
+    fn merge_rejects_malformed_shards_without_panicking() {
+        let mut s = spec();
+        s.dims = vec![2];
+        s.lambdas = vec![1e-2];
+        s.trials = 2;
+        s.optimizers.truncate(1);
+        let a = run_sweep(&s, 0, 2, &|_, _| {}).unwrap();
+        let b = run_sweep(&s, 1, 2, &|_, _| {}).unwrap();
+        assert_eq!(
+            merge_shards(vec![a.clone(), b.clone()]).unwrap().rows.len(),
+            2
+        );
+        let msg = |parts: Vec<ShardOutput>| merge_shards(parts).unwrap_err().to_string();
+        let mut bad = b.clone();
+        bad.shard = 2;
+        assert!(msg(vec![a.clone(), bad.clone()]).contains("below the shard count"));
+        bad.shard = usize::MAX;
+        assert!(msg(vec![bad]).contains("below the shard count"));
+        let mut zero = a.clone();
+        zero.n_shards = 0;
+        assert!(msg(vec![zero]).contains("shard count"));
+        let mut many = a.clone();
+        many.n_shards = usize::MAX;
+        assert!(msg(vec![many]).contains("shard count"));
+        let mut swapped = a.clone();
+        swapped.rows = b.rows.clone();
+        assert!(msg(vec![swapped, b.clone()]).contains("does not hold exactly its jobs"));
+        let mut empty = a.clone();
+        empty.rows.clear();
+        assert!(msg(vec![empty, b.clone()]).contains("does not hold exactly its jobs"));
+        let mut invalid = a.clone();
+        invalid.spec.trials = 0;
+        assert!(msg(vec![invalid]).contains("not valid"));
+        // a sweep too large to run is refused up front, its job count named
+        let mut huge = s.clone();
+        huge.trials = usize::MAX;
+        let e = run_sweep(&huge, 0, 1, &|_, _| {}).unwrap_err().to_string();
+        assert!(e.contains("trials") && e.contains("more than"), "{e}");
     }
 
     #[test]

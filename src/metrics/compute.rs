@@ -414,6 +414,16 @@ pub fn resolve_classes(labels: &[u32], n_classes: Option<usize>) -> Result<(usiz
             if k < 2 {
                 return Err(Error::param("--classes", "need at least 2 classes"));
             }
+            // every class needs a sample (checked before K x d statistics are allocated)
+            if k > labels.len() {
+                return Err(Error::param(
+                    "--classes",
+                    format!(
+                        "K = {k} classes but only {} samples: every class needs at least one",
+                        labels.len()
+                    ),
+                ));
+            }
             if m as usize >= k {
                 let i = labels.iter().position(|&y| y == m).unwrap_or(0);
                 return Err(Error::Data(format!(
@@ -428,6 +438,14 @@ pub fn resolve_classes(labels: &[u32], n_classes: Option<usize>) -> Result<(usiz
                 return Err(Error::Data(
                     "all labels are 0: NC metrics need at least 2 classes".into(),
                 ));
+            }
+            if k > labels.len() {
+                let i = labels.iter().position(|&y| y == m).unwrap_or(0);
+                return Err(Error::Data(format!(
+                    "label {m} at index {i} implies K = {k} classes but there are only {} samples: \
+                     every class 0..K-1 needs at least one (pass --classes, or fix the labels)",
+                    labels.len()
+                )));
             }
             Ok((k, true))
         }

@@ -90,7 +90,29 @@ impl Checkpoint {
             .unwrap_or_default()
     }
 
-    /// A float32 tensor by name.
+    /// A float32 tensor by name: `Ok(None)` when the file has no tensor of that name, an error
+    /// naming the tensor and the file when it has another dtype.
+    pub fn tensor_f32(&self, name: &str) -> Result<Option<ArrayD<f32>>> {
+        let st = SafeTensors::deserialize(&self.bytes)
+            .map_err(|e| Error::format(&self.path, format!("{e:?}")))?;
+        let Ok(t) = st.tensor(name) else {
+            return Ok(None);
+        };
+        if t.dtype() != Dtype::F32 {
+            return Err(Error::format(
+                &self.path,
+                format!(
+                    "tensor `{name}` is {:?} {:?}, expected F32",
+                    t.dtype(),
+                    t.shape()
+                ),
+            ));
+        }
+        Ok(self.tensor(name))
+    }
+
+    /// A float32 tensor by name (`None` when absent or of another dtype; see
+    /// [`Checkpoint::tensor_f32`] to tell the two apart).
     pub fn tensor(&self, name: &str) -> Option<ArrayD<f32>> {
         let st = SafeTensors::deserialize(&self.bytes).ok()?;
         let t = st.tensor(name).ok()?;

@@ -613,11 +613,16 @@ pub fn load_cifar10_random(data_dir: &Path, label_file: &Path, seed: u64) -> Res
 /// Indices of the first `m` samples of each class, in data-set order (`--sample-size`).
 pub fn first_per_class(labels: &[u32], k: usize, m: usize) -> Result<Vec<usize>> {
     let mut seen = vec![0usize; k];
-    let mut idx = Vec::with_capacity(m * k);
+    // m comes from --sample-size: never more than the labels (m * k may overflow)
+    let mut idx = Vec::with_capacity(m.saturating_mul(k).min(labels.len()));
     for (i, &y) in labels.iter().enumerate() {
-        let y = y as usize;
-        if seen[y] < m {
-            seen[y] += 1;
+        let Some(s) = seen.get_mut(y as usize) else {
+            return Err(Error::Data(format!(
+                "training label {y} of sample {i} is not below the {k} classes"
+            )));
+        };
+        if *s < m {
+            *s += 1;
             idx.push(i);
         }
     }
@@ -801,6 +806,15 @@ mod tests {
             vec![0, 1, 2, 4, 5, 6]
         );
         assert!(first_per_class(&labels, 3, 3).is_err());
+        // --sample-size near usize::MAX: an error naming the class, no capacity overflow
+        let e = first_per_class(&labels, 3, usize::MAX)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sample-size") && e.contains("class 0"), "{e}");
+        assert!(
+            first_per_class(&labels, 2, 1).is_err(),
+            "label 2 with K = 2"
+        );
     }
 
     #[test]

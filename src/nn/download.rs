@@ -15,6 +15,12 @@
 //! | `mnist` | the four `*-ubyte.gz` of [`MNIST_FILES`] into `<data-dir>/MNIST/raw/` | [`MNIST_MIRRORS`], in order |
 //! | `cifar10`, `cifar10_random` | [`CIFAR10_ARCHIVE`] (md5 [`CIFAR10_MD5`]) into `<data-dir>/` | [`CIFAR10_BASE`] |
 //!
+//! Every transfer is bounded ([`Timeouts`]): connecting may take 30 s, the server may stay
+//! silent for at most 60 s (before the headers or in the middle of the body) and one file may
+//! take at most an hour; and the body may be at most [`RemoteFile::max_bytes`] long (twice
+//! the official size, [`MNIST_GZ_BYTES`] and [`CIFAR10_BYTES`]): a server that stalls or
+//! sends too much is an error, and nothing is left behind.
+//!
 //! Without network access (or when every mirror fails) the error lists what each URL
 //! answered and where to put the files by hand ([`download_instructions`]). The HTTP client is
 //! `ureq` on rustls (no system TLS library). [`Source`] replaces the URLs and checksums, for a
@@ -38,6 +44,10 @@ pub const CIFAR10_BASE: &str = "https://www.cs.toronto.edu/~kriz/";
 pub const CIFAR10_ARCHIVE: &str = "cifar-10-binary.tar.gz";
 /// md5 of [`CIFAR10_ARCHIVE`].
 pub const CIFAR10_MD5: &str = "c32a1d4ab5d03f1284b67883e8d87530";
+/// Size of [`CIFAR10_ARCHIVE`] in bytes.
+pub const CIFAR10_BYTES: u64 = 170_052_171;
+/// Sizes of the four MNIST `.gz` files, in the order of [`MNIST_FILES`].
+pub const MNIST_GZ_BYTES: [u64; 4] = [9_912_422, 28_881, 1_648_877, 4_542];
 /// The batch files inside the archive's `cifar-10-batches-bin/` folder.
 pub const CIFAR10_BATCHES: [&str; 6] = [
     "data_batch_1.bin",
@@ -48,23 +58,52 @@ pub const CIFAR10_BATCHES: [&str; 6] = [
     "test_batch.bin",
 ];
 
-/// One file to fetch: its name under the destination folder and its md5 (lower-case hex).
+/// One file to fetch: its name under the destination folder, its md5 (lower-case hex) and the
+/// most bytes accepted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RemoteFile {
     /// File name (also the last URL component).
     pub name: String,
     /// Expected md5, 32 lower-case hex digits.
     pub md5: String,
+    /// A body longer than this is refused (announced by `Content-Length` or counted while
+    /// reading); the official files allow twice their size.
+    pub max_bytes: u64,
 }
 
-/// Where a data set's files come from: base URLs tried in order (each ends with `/`) and the
-/// files with their checksums.
+/// Time limits of every download.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Establishing the connection (TCP and TLS).
+    pub connect: Duration,
+    /// The longest the server may stay silent: waiting for the response headers, and each
+    /// read of the body.
+    pub stall: Duration,
+    /// One file, from connecting to the last byte.
+    pub per_file: Duration,
+}
+
+impl Default for Timeouts {
+    /// 30 s to connect, 60 s of silence, one hour per file.
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(30),
+            stall: Duration::from_secs(60),
+            per_file: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Where a data set's files come from: base URLs tried in order (each ends with `/`), the
+/// files with their checksums and size limits, and the time limits.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Source {
     /// Base URLs; a file's URL is `base + name`.
     pub mirrors: Vec<String>,
     /// Files to fetch.
     pub files: Vec<RemoteFile>,
+    /// Time limits.
+    pub timeouts: Timeouts,
 }
 
 impl Source {
@@ -75,18 +114,23 @@ impl Source {
                 mirrors: MNIST_MIRRORS.iter().map(|s| s.to_string()).collect(),
                 files: MNIST_FILES
                     .iter()
-                    .map(|(f, md5)| RemoteFile {
+                    .zip(MNIST_GZ_BYTES)
+                    .map(|((f, md5), bytes)| RemoteFile {
                         name: format!("{f}.gz"),
                         md5: md5.to_string(),
+                        max_bytes: 2 * bytes,
                     })
                     .collect(),
+                timeouts: Timeouts::default(),
             },
             DatasetName::Cifar10 | DatasetName::Cifar10Random => Source {
                 mirrors: vec![CIFAR10_BASE.to_string()],
                 files: vec![RemoteFile {
                     name: CIFAR10_ARCHIVE.into(),
                     md5: CIFAR10_MD5.into(),
+                    max_bytes: 2 * CIFAR10_BYTES,
                 }],
+                timeouts: Timeouts::default(),
             },
         }
     }
@@ -138,25 +182,76 @@ pub fn md5_file(path: &Path) -> Result<String> {
     Ok(hex(&h.finalize()))
 }
 
-fn agent() -> ureq::Agent {
+fn agent(t: &Timeouts) -> ureq::Agent {
     ureq::Agent::config_builder()
-        .timeout_connect(Some(Duration::from_secs(30)))
-        .timeout_recv_response(Some(Duration::from_secs(60)))
+        .timeout_connect(Some(t.connect))
+        .timeout_recv_response(Some(t.stall))
+        .timeout_per_read(Some(t.stall))
+        .timeout_per_call(Some(t.per_file))
         .build()
         .into()
 }
 
-/// Streams `url` into `out`, returning the md5 of the bytes written.
-fn fetch_into(agent: &ureq::Agent, url: &str, out: &mut fs::File) -> std::io::Result<String> {
+fn too_long(max: u64) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!("the server sent more than {max} bytes, the limit for this file; refused"),
+    )
+}
+
+/// Streams `url` into `out` (at most `max_bytes` bytes), returning the md5 of the bytes written.
+fn fetch_into(
+    agent: &ureq::Agent,
+    url: &str,
+    max_bytes: u64,
+    t: &Timeouts,
+    out: &mut fs::File,
+) -> std::io::Result<String> {
     use md5::Digest;
-    let resp = agent.get(url).call().map_err(std::io::Error::other)?;
+    let timed = |e: std::io::Error, what: &str| {
+        if e.kind() == std::io::ErrorKind::TimedOut || e.to_string().contains("timeout") {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "{what} timed out ({e}; limits: connect {:?}, silence {:?}, whole file {:?})",
+                    t.connect, t.stall, t.per_file
+                ),
+            )
+        } else {
+            e
+        }
+    };
+    let resp = agent
+        .get(url)
+        .call()
+        .map_err(|e| timed(e.into_io(), "the request"))?;
+    if let Some(len) = resp
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        if len > max_bytes {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("the server announces {len} bytes, more than the limit of {max_bytes} for this file; refused"),
+            ));
+        }
+    }
     let mut body = resp.into_body().into_reader();
     let mut h = md5::Md5::new();
     let mut buf = vec![0u8; 1 << 20];
+    let mut total: u64 = 0;
     loop {
-        let n = body.read(&mut buf)?;
+        let n = body
+            .read(&mut buf)
+            .map_err(|e| timed(e, "reading the body"))?;
         if n == 0 {
             break;
+        }
+        total += n as u64;
+        if total > max_bytes {
+            return Err(too_long(max_bytes));
         }
         h.update(&buf[..n]);
         out.write_all(&buf[..n])?;
@@ -170,6 +265,7 @@ fn fetch_into(agent: &ureq::Agent, url: &str, out: &mut fs::File) -> std::io::Re
 pub fn fetch_verified(
     mirrors: &[String],
     file: &RemoteFile,
+    timeouts: &Timeouts,
     dest: &Path,
     how_to: &str,
     log: &mut dyn FnMut(&str),
@@ -177,13 +273,13 @@ pub fn fetch_verified(
     if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
     }
-    let agent = agent();
+    let agent = agent(timeouts);
     let mut failures = Vec::new();
     for base in mirrors {
         let url = format!("{base}{}", file.name);
         log(&format!("downloading {url}"));
         let res = crate::io::write_atomic_with(dest, |f| {
-            let got = fetch_into(&agent, &url, f)?;
+            let got = fetch_into(&agent, &url, file.max_bytes, timeouts, f)?;
             if got == file.md5 {
                 Ok(())
             } else {
@@ -256,7 +352,7 @@ pub fn download_from(
                     rep.present.push(plain);
                     continue;
                 }
-                fetch_verified(&src.mirrors, f, &dest, &how_to, log)?;
+                fetch_verified(&src.mirrors, f, &src.timeouts, &dest, &how_to, log)?;
                 rep.fetched.push(dest);
             }
         }
@@ -277,7 +373,7 @@ pub fn download_from(
             if archive.is_file() && md5_file(&archive)? == f.md5 {
                 rep.present.push(archive.clone());
             } else {
-                fetch_verified(&src.mirrors, f, &archive, &how_to, log)?;
+                fetch_verified(&src.mirrors, f, &src.timeouts, &archive, &how_to, log)?;
                 rep.fetched.push(archive.clone());
             }
             log(&format!("unpacking {}", archive.display()));
@@ -291,9 +387,12 @@ pub fn download_from(
 /// `<data_dir>/cifar-10-batches-bin/`: everything goes to a temporary folder first, then each
 /// batch is renamed into place; the temporary folder is removed in every case.
 fn unpack_cifar(archive: &Path, data_dir: &Path) -> Result<Vec<PathBuf>> {
+    // folders of unpacks that were killed half-way
+    crate::io::remove_stale_temps(data_dir, ".cifar-unpack-");
     let tmp = data_dir.join(format!(".cifar-unpack-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&tmp);
     let res = (|| {
-        fs::create_dir_all(&tmp).map_err(|e| Error::io("create directory", &tmp, e))?;
+        fs::create_dir(&tmp).map_err(|e| Error::io("create directory", &tmp, e))?;
         let f = fs::File::open(archive).map_err(|e| Error::io("read", archive, e))?;
         // `unpack` refuses members that would land outside `tmp` (absolute paths, `..`)
         tar::Archive::new(flate2::read::GzDecoder::new(f))

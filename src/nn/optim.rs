@@ -166,31 +166,96 @@ impl<T: Real> Optimizer<T> {
         out
     }
 
-    /// Restores [`Optimizer::state`] (`steps` is set by the caller).
-    pub fn load_state(&mut self, mut get: impl FnMut(&str) -> Option<ArrayD<T>>) {
-        self.buf1.clear();
-        self.buf2.clear();
-        for i in 0.. {
-            let (a, b) = match self.kind {
-                OptimizerKind::Sgd => match get(&format!("optim.{i}.momentum_buffer")) {
-                    Some(a) => {
-                        let z = ArrayD::zeros(a.raw_dim());
-                        (a, z)
+    /// Restores [`Optimizer::state`] and `steps` for a network whose trainable parameters
+    /// have `shapes` (visit order; [`trainable_shapes`]). `get(name)` returns a stored tensor,
+    /// `None` when absent, or an error (e.g. of another dtype). After `steps > 0` steps every
+    /// parameter must have its buffers (`optim.{i}.momentum_buffer` for SGD,
+    /// `optim.{i}.exp_avg` and `optim.{i}.exp_avg_sq` for Adam) of exactly its shape and with
+    /// finite values, and no buffer past the last parameter may exist; before the first step
+    /// (`steps == 0`) there must be none. Anything else is an error naming the tensor and
+    /// `what` (the file), and leaves `self` unchanged: a missing or misshapen buffer is never
+    /// silently reset.
+    pub fn load_state(
+        &mut self,
+        shapes: &[Vec<usize>],
+        steps: u64,
+        mut get: impl FnMut(&str) -> Result<Option<ArrayD<T>>>,
+        what: &std::path::Path,
+    ) -> Result<()> {
+        let names: &[&str] = match self.kind {
+            OptimizerKind::Sgd => &["momentum_buffer"],
+            OptimizerKind::Adam => &["exp_avg", "exp_avg_sq"],
+            OptimizerKind::Lbfgs => unreachable!("rejected in new()"),
+        };
+        let bad = |m: String| Error::format(what, format!("optimizer state: {m}"));
+        let (mut b1, mut b2) = (Vec::new(), Vec::new());
+        for (i, shape) in shapes.iter().enumerate() {
+            for (slot, n) in names.iter().enumerate() {
+                let name = format!("optim.{i}.{n}");
+                let t = get(&name)?;
+                let t = match (t, steps) {
+                    (None, 0) => continue,
+                    (Some(_), 0) => {
+                        return Err(bad(format!(
+                            "`{name}` is present but the metadata says no step was taken"
+                        )))
                     }
-                    None => break,
-                },
-                _ => match (
-                    get(&format!("optim.{i}.exp_avg")),
-                    get(&format!("optim.{i}.exp_avg_sq")),
-                ) {
-                    (Some(a), Some(b)) => (a, b),
-                    _ => break,
-                },
-            };
-            self.buf1.push(a);
-            self.buf2.push(b);
+                    (None, _) => {
+                        return Err(bad(format!(
+                            "`{name}` is missing after {steps} steps (the file is incomplete or \
+                             from another optimizer); start the run again with --force"
+                        )))
+                    }
+                    (Some(t), _) => t,
+                };
+                if t.shape() != shape.as_slice() {
+                    return Err(bad(format!(
+                        "`{name}` has shape {:?} but parameter {i} of the model has shape {shape:?}",
+                        t.shape()
+                    )));
+                }
+                if !t.iter().all(|v| v.to_f64_().is_finite()) {
+                    return Err(bad(format!("`{name}` holds NaN or infinite values")));
+                }
+                if slot == 0 {
+                    b1.push(t);
+                } else {
+                    b2.push(t);
+                }
+            }
+            if steps > 0 && names.len() == 1 {
+                b2.push(ArrayD::zeros(IxDyn(shape)));
+            }
         }
+        for n in names {
+            let name = format!("optim.{}.{n}", shapes.len());
+            if get(&name)?.is_some() {
+                return Err(bad(format!(
+                    "`{name}` has no parameter: the model has {} trainable tensors (a state of \
+                     another model)",
+                    shapes.len()
+                )));
+            }
+        }
+        self.buf1 = b1;
+        self.buf2 = b2;
+        self.steps = steps;
+        Ok(())
     }
+}
+
+/// Shapes of the trainable parameters of `net`, in visit order (the order of the optimizer's
+/// buffers).
+pub fn trainable_shapes<T: Real>(net: &mut dyn Module<T>) -> Vec<Vec<usize>> {
+    let mut v = Vec::new();
+    net.visit("", &mut |_, t| {
+        if let TensorMut::Param(p) = t {
+            if p.trainable {
+                v.push(p.value.shape().to_vec());
+            }
+        }
+    });
+    v
 }
 
 /// The state `torch.optim.LBFGS` keeps across `step()` calls (`state[...]` in PyTorch).
@@ -435,19 +500,32 @@ impl<T: Real> Lbfgs<T> {
         .to_string()
     }
 
-    /// Restores [`Lbfgs::state_tensors`] + [`Lbfgs::state_json`]; `what` names the file in
-    /// errors.
+    /// Restores [`Lbfgs::state_tensors`] + [`Lbfgs::state_json`] for `n_params` parameters;
+    /// `what` names the file in errors. `get(name)` returns a stored tensor, `None` when absent,
+    /// or an error (e.g. of another dtype). Every vector must be 1-D of length `n_params`
+    /// (`lbfgs.d` and `lbfgs.prev_flat_grad` are empty before the first iteration), the number
+    /// of curvature pairs at most `history_size`, every $\rho$ finite and positive and no
+    /// pair past the last may exist; otherwise an error, and `self` is unchanged.
     pub fn load_state(
         &mut self,
         json: &str,
-        mut get: impl FnMut(&str) -> Option<ArrayD<T>>,
+        n_params: usize,
+        mut get: impl FnMut(&str) -> Result<Option<ArrayD<T>>>,
         what: &std::path::Path,
     ) -> Result<()> {
         let bad = |m: &str| Error::format(what, format!("L-BFGS state: {m}"));
         let j: serde_json::Value =
             serde_json::from_str(json).map_err(|e| bad(&format!("metadata is not JSON ({e})")))?;
         let int = |k: &str| j[k].as_u64().ok_or_else(|| bad(&format!("`{k}` missing")));
-        let float = |k: &str| int(k).map(f64::from_bits);
+        let float = |k: &str| {
+            int(k).map(f64::from_bits).and_then(|v| {
+                if v.is_finite() {
+                    Ok(v)
+                } else {
+                    Err(bad(&format!("`{k}` is not finite")))
+                }
+            })
+        };
         let ro: Vec<f64> = j["ro"]
             .as_array()
             .ok_or_else(|| bad("`ro` missing"))?
@@ -455,29 +533,58 @@ impl<T: Real> Lbfgs<T> {
             .map(|v| {
                 v.as_u64()
                     .map(f64::from_bits)
-                    .ok_or_else(|| bad("bad `ro`"))
+                    .filter(|r| r.is_finite() && *r > 0.0)
+                    .ok_or_else(|| bad("bad `ro` (each entry must be finite and > 0)"))
             })
             .collect::<Result<_>>()?;
-        let mut vec = |k: &str| {
-            get(k)
-                .map(|a| a.iter().copied().collect::<Vec<T>>())
-                .ok_or_else(|| bad(&format!("tensor `{k}` missing")))
+        if ro.len() > self.history_size {
+            return Err(bad(&format!(
+                "{} curvature pairs, more than the history size {}",
+                ro.len(),
+                self.history_size
+            )));
+        }
+        let n_iter = int("n_iter")?;
+        let mut vec = |k: &str, len: usize| -> Result<Vec<T>> {
+            let a = get(k)?.ok_or_else(|| bad(&format!("tensor `{k}` missing")))?;
+            if a.ndim() != 1 || a.len() != len {
+                return Err(bad(&format!(
+                    "tensor `{k}` has shape {:?}, expected [{len}] (one entry per parameter)",
+                    a.shape()
+                )));
+            }
+            if !a.iter().all(|v| v.to_f64_().is_finite()) {
+                return Err(bad(&format!("tensor `{k}` holds NaN or infinite values")));
+            }
+            Ok(a.iter().copied().collect())
         };
+        let len = if n_iter == 0 { 0 } else { n_params };
         let mut st = LbfgsState {
-            n_iter: int("n_iter")?,
+            n_iter,
             func_evals: int("func_evals")?,
-            d: vec("lbfgs.d")?,
+            d: vec("lbfgs.d", len)?,
             t: float("t")?,
             old_dirs: VecDeque::new(),
             old_stps: VecDeque::new(),
             ro: ro.iter().copied().collect(),
             h_diag: float("h_diag")?,
-            prev_flat_grad: vec("lbfgs.prev_flat_grad")?,
+            prev_flat_grad: vec("lbfgs.prev_flat_grad", len)?,
             prev_loss: float("prev_loss")?,
         };
         for i in 0..ro.len() {
-            st.old_dirs.push_back(vec(&format!("lbfgs.old_dirs.{i}"))?);
-            st.old_stps.push_back(vec(&format!("lbfgs.old_stps.{i}"))?);
+            st.old_dirs
+                .push_back(vec(&format!("lbfgs.old_dirs.{i}"), n_params)?);
+            st.old_stps
+                .push_back(vec(&format!("lbfgs.old_stps.{i}"), n_params)?);
+        }
+        for k in ["old_dirs", "old_stps"] {
+            let name = format!("lbfgs.{k}.{}", ro.len());
+            if get(&name)?.is_some() {
+                return Err(bad(&format!(
+                    "tensor `{name}` has no `ro` entry (the metadata lists {} pairs)",
+                    ro.len()
+                )));
+            }
         }
         self.state = st;
         Ok(())
@@ -690,6 +797,179 @@ impl Schedule {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::models::{Arch, ModelConfig, Net};
+    use std::collections::HashMap;
+    use std::path::Path;
+
+    fn tiny_net() -> Net<f32> {
+        let cfg = ModelConfig {
+            arch: Arch::Mlp,
+            width: 4,
+            depth: 1,
+            n_classes: 3,
+            bias: true,
+            etf_classifier: false,
+            fixdim: 0,
+            sota: false,
+        };
+        Net::new(&cfg, 1).unwrap()
+    }
+
+    fn stepped(kind: OptimizerKind) -> (Net<f32>, Optimizer<f32>, HashMap<String, ArrayD<f32>>) {
+        let mut net = tiny_net();
+        let mut opt = Optimizer::<f32>::new(kind, 1e-3).unwrap();
+        opt.step(&mut net, 0.1);
+        opt.step(&mut net, 0.1);
+        let state = opt.state().into_iter().collect();
+        (net, opt, state)
+    }
+
+    fn load(
+        opt: &mut Optimizer<f32>,
+        net: &mut Net<f32>,
+        steps: u64,
+        map: &HashMap<String, ArrayD<f32>>,
+    ) -> Result<()> {
+        let shapes = trainable_shapes(net);
+        opt.load_state(
+            &shapes,
+            steps,
+            |n| Ok(map.get(n).cloned()),
+            Path::new("resume.safetensors"),
+        )
+    }
+
+    /// A saved state loads back exactly; a buffer of another shape, a missing one, one too
+    /// many, NaN values, or buffers before any step are errors naming the tensor, and the
+    /// optimizer keeps its previous state (nothing is silently reset).
+    #[test]
+    fn resume_state_is_validated_against_the_model() {
+        for kind in [OptimizerKind::Sgd, OptimizerKind::Adam] {
+            let (mut net, opt, state) = stepped(kind);
+            let mut fresh = Optimizer::<f32>::new(kind, 1e-3).unwrap();
+            load(&mut fresh, &mut net, 2, &state).unwrap();
+            assert_eq!(fresh.state(), opt.state());
+            assert_eq!(fresh.steps, 2);
+            let first = match kind {
+                OptimizerKind::Sgd => "optim.0.momentum_buffer",
+                _ => "optim.0.exp_avg_sq",
+            };
+            let mut bad = state.clone();
+            bad.insert(first.into(), ArrayD::zeros(IxDyn(&[4, 3])));
+            let before = fresh.state();
+            let e = load(&mut fresh, &mut net, 2, &bad).unwrap_err().to_string();
+            assert!(
+                e.contains(first) && e.contains("[4, 3]") && e.contains("[4, 3072]"),
+                "{e}"
+            );
+            assert_eq!(fresh.state(), before, "unchanged after an error");
+            let mut missing = state.clone();
+            missing.remove("optim.2.exp_avg_sq");
+            missing.remove("optim.2.momentum_buffer");
+            let e = load(&mut fresh, &mut net, 2, &missing)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("optim.2.") && e.contains("missing"), "{e}");
+            let mut extra = state.clone();
+            let n = trainable_shapes(&mut net).len();
+            for nm in ["momentum_buffer", "exp_avg", "exp_avg_sq"] {
+                extra.insert(format!("optim.{n}.{nm}"), ArrayD::zeros(IxDyn(&[1])));
+            }
+            let e = load(&mut fresh, &mut net, 2, &extra)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!("optim.{n}.")) && e.contains("another model"),
+                "{e}"
+            );
+            let mut nan = state.clone();
+            nan.get_mut(first).unwrap()[[0, 0]] = f32::NAN;
+            let e = load(&mut fresh, &mut net, 2, &nan).unwrap_err().to_string();
+            assert!(e.contains("NaN"), "{e}");
+            let e = load(&mut fresh, &mut net, 0, &state)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("no step"), "{e}");
+            // before the first step an empty state is right
+            load(&mut fresh, &mut net, 0, &HashMap::new()).unwrap();
+            assert!(fresh.state().is_empty() && fresh.steps == 0);
+            let e = load(&mut fresh, &mut net, 3, &HashMap::new())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("missing after 3 steps"), "{e}");
+        }
+    }
+
+    /// The L-BFGS state round-trips, and vectors of another length (another model), too many
+    /// pairs, a pair without its `ro` or a non-finite `ro` are errors.
+    #[test]
+    fn lbfgs_resume_state_is_validated() {
+        let n = 5;
+        let mut lb = Lbfgs::<f64>::new(1.0, 3).unwrap();
+        let mut x = vec![1.0f64; n];
+        let quad = |x: &[f64], g: &mut [f64]| -> Result<f64> {
+            let mut f = 0.0;
+            for (i, (&xi, gi)) in x.iter().zip(g.iter_mut()).enumerate() {
+                let a = (i + 1) as f64;
+                *gi = a * xi;
+                f += 0.5 * a * xi * xi;
+            }
+            Ok(f)
+        };
+        lb.step(&mut x, quad).unwrap();
+        assert!(!lb.state.old_dirs.is_empty());
+        let json = lb.state_json();
+        let map: HashMap<String, ArrayD<f64>> = lb.state_tensors().into_iter().collect();
+        let what = Path::new("resume.safetensors");
+        let get = |m: &HashMap<String, ArrayD<f64>>| {
+            let m = m.clone();
+            move |k: &str| Ok(m.get(k).cloned())
+        };
+        let mut back = Lbfgs::<f64>::new(1.0, 3).unwrap();
+        back.load_state(&json, n, get(&map), what).unwrap();
+        assert_eq!(back.state, lb.state);
+        let e = back
+            .load_state(&json, n + 1, get(&map), what)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("lbfgs.d") && e.contains(&format!("[{}]", n + 1)),
+            "{e}"
+        );
+        let mut short = map.clone();
+        short.insert("lbfgs.old_dirs.0".into(), ArrayD::zeros(IxDyn(&[n - 1])));
+        let e = back
+            .load_state(&json, n, get(&short), what)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("lbfgs.old_dirs.0"), "{e}");
+        let pairs = lb.state.ro.len();
+        let mut extra = map.clone();
+        extra.insert(
+            format!("lbfgs.old_dirs.{pairs}"),
+            ArrayD::zeros(IxDyn(&[n])),
+        );
+        let e = back
+            .load_state(&json, n, get(&extra), what)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no `ro` entry"), "{e}");
+        let mut small = Lbfgs::<f64>::new(1.0, pairs - 1).unwrap();
+        if pairs > 1 {
+            let e = small
+                .load_state(&json, n, get(&map), what)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("history size"), "{e}");
+        }
+        let nan_ro = json.replacen("\"ro\":[", &format!("\"ro\":[{},", f64::NAN.to_bits()), 1);
+        let e = back
+            .load_state(&nan_ro, n, get(&map), what)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`ro`"), "{e}");
+        let _ = &mut small;
+    }
 
     #[test]
     fn schedules_match_pytorch() {

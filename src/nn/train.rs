@@ -10,7 +10,10 @@
 //! Per epoch the training indices are shuffled with a generator seeded by `(seed, epoch)`, so
 //! a resumed run draws the same batches as an uninterrupted one. After each epoch the model
 //! is written to `epoch_NNN.safetensors` (PyTorch names) and the model + optimizer state to
-//! `resume.safetensors`, both atomically.
+//! `resume.safetensors`, both atomically. Resuming checks every tensor of that file against the
+//! model (shape, dtype, finite values; none missing, none extra) and refuses anything else. A
+//! run holds an exclusive lock on its folder ([`crate::io::DirLock`]) while it trains, so a
+//! second run into the same folder is refused instead of mixing the two.
 //!
 //! With `--optimizer LBFGS` each batch is one `torch.optim.LBFGS(lr, history_size,
 //! line_search_fn="strong_wolfe")` step ([`crate::nn::optim::Lbfgs`]: up to 20 iterations,
@@ -106,6 +109,24 @@ impl TrainConfig {
         if self.sample_size == Some(0) {
             return Err(Error::param("sample-size", "must be positive"));
         }
+        if self.history_size == 0 {
+            return Err(Error::param("history-size", "must be at least 1"));
+        }
+        // config.json files are input too: the schedule must not divide by zero
+        match &self.schedule {
+            Schedule::Step { step: 0, .. } => {
+                return Err(Error::param("patience", "must be positive"))
+            }
+            Schedule::Step { gamma, .. } | Schedule::MultiStep { gamma, .. }
+                if !(gamma.is_finite() && *gamma >= 0.0) =>
+            {
+                return Err(Error::param(
+                    "gamma",
+                    format!("must be finite and >= 0, got {gamma}"),
+                ))
+            }
+            _ => {}
+        }
         Ok(())
     }
 
@@ -182,11 +203,43 @@ pub fn list_checkpoints(run_dir: &Path) -> Result<Vec<usize>> {
     Ok(v)
 }
 
-/// Reads `config.json` of a run.
+/// Reads `config.json` of a run and validates it ([`TrainConfig::validate`]: absurd sizes are
+/// an error naming the file before anything is allocated).
 pub fn read_config(run_dir: &Path) -> Result<TrainConfig> {
     let p = run_dir.join("config.json");
     let s = std::fs::read_to_string(&p).map_err(|e| Error::io("read", &p, e))?;
-    serde_json::from_str(&s).map_err(|e| Error::format(&p, format!("not a ufm train config: {e}")))
+    let cfg: TrainConfig = serde_json::from_str(&s)
+        .map_err(|e| Error::format(&p, format!("not a ufm train config: {e}")))?;
+    cfg.validate()
+        .map_err(|e| Error::format(&p, format!("not a usable ufm train config: {e}")))?;
+    Ok(cfg)
+}
+
+/// Checks a run name (`--uid`): the run lives in `<out-dir>/<uid>`, so the name must be one
+/// plain path component: not empty, not `.` or `..`, no `/` or `\`, no NUL or other control
+/// character (and so never an absolute path or a way out of `<out-dir>`).
+pub fn validate_uid(uid: &str) -> Result<()> {
+    let why = if uid.is_empty() {
+        Some("is empty")
+    } else if uid == "." || uid == ".." {
+        Some("is `.` or `..`")
+    } else if uid.contains(['/', '\\']) {
+        Some("contains a path separator")
+    } else if uid.chars().any(char::is_control) {
+        Some("contains a control character")
+    } else {
+        None
+    };
+    match why {
+        Some(w) => Err(Error::param(
+            "uid",
+            format!(
+                "`{}` {w}; a run name is one folder name inside --out-dir, e.g. mnist-mlp-1",
+                uid.escape_debug()
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// How to treat an existing run directory.
@@ -376,6 +429,8 @@ pub(crate) fn epoch_batches(order: &[usize], batch_size: usize) -> Vec<&[usize]>
 /// A run directory being trained: the resume point, the logs so far and the data; shared by
 /// the CPU loop and the CUDA loop (`crate::nn::cuda`).
 pub(crate) struct RunState {
+    /// Held while the run trains: a second `ufm train` into the same folder is refused.
+    _lock: crate::io::DirLock,
     pub(crate) run_dir: PathBuf,
     pub(crate) start_epoch: usize,
     pub(crate) logs: Vec<EpochLog>,
@@ -397,6 +452,12 @@ impl RunState {
         opt: &mut Optimizer<f32>,
         lb: Option<&mut Lbfgs<f32>>,
     ) -> Result<Self> {
+        std::fs::create_dir_all(run_dir).map_err(|e| Error::io("create directory", run_dir, e))?;
+        let lock = crate::io::DirLock::acquire(
+            run_dir,
+            "`ufm train`",
+            "wait for it to finish (or stop it) before --resume or --force, or pick another --uid",
+        )?;
         let cfg_path = run_dir.join("config.json");
         let resume_path = run_dir.join("resume.safetensors");
         let mut start_epoch = 0;
@@ -441,10 +502,22 @@ impl RunState {
                         ),
                     ));
                 }
+                // Every tensor is checked against the model (shape and dtype) and a missing one
+                // is an error: a resumed run continues exactly or not at all.
                 let ck = Checkpoint::open(&resume_path)?;
                 ck.load_into(net)?;
-                opt.load_state(|n| ck.tensor(n).map(|a| a.mapv(|v| v)));
                 let meta = ck.metadata();
+                let count = |key: &str| -> Result<u64> {
+                    meta.get(key).and_then(|s| s.parse().ok()).ok_or_else(|| {
+                        Error::format(
+                            &resume_path,
+                            format!("no `{key}` in the metadata; start the run again with --force"),
+                        )
+                    })
+                };
+                let steps = count("steps")?;
+                let shapes = crate::nn::optim::trainable_shapes(net);
+                opt.load_state(&shapes, steps, |n| ck.tensor_f32(n), &resume_path)?;
                 if let Some(lb) = lb {
                     let json = meta.get("lbfgs").ok_or_else(|| {
                         Error::format(
@@ -452,15 +525,24 @@ impl RunState {
                             "no L-BFGS state in the metadata (written by an older ufm?); start the run again with --force",
                         )
                     })?;
-                    lb.load_state(json, |n| ck.tensor(n), &resume_path)?;
+                    let n_params = shapes.iter().map(|s| s.iter().product::<usize>()).sum();
+                    lb.load_state(json, n_params, |n| ck.tensor_f32(n), &resume_path)?;
                 }
-                start_epoch = meta
-                    .get("epoch")
-                    .and_then(|s| s.parse().ok())
-                    .ok_or_else(|| Error::format(&resume_path, "no epoch in metadata"))?;
-                opt.steps = meta.get("steps").and_then(|s| s.parse().ok()).unwrap_or(0);
+                start_epoch = usize::try_from(count("epoch")?)
+                    .map_err(|_| Error::format(&resume_path, "the epoch in the metadata is too large"))?;
                 if let Some(l) = meta.get("logs") {
-                    logs = serde_json::from_str(l)?;
+                    logs = serde_json::from_str(l).map_err(|e| {
+                        Error::format(&resume_path, format!("bad `logs` in the metadata ({e})"))
+                    })?;
+                }
+                if logs.len() != start_epoch {
+                    return Err(Error::format(
+                        &resume_path,
+                        format!(
+                            "the metadata says epoch {start_epoch} but logs {} epochs; start the run again with --force",
+                            logs.len()
+                        ),
+                    ));
                 }
                 obs.note(&format!(
                     "resuming {} after epoch {start_epoch}",
@@ -495,6 +577,7 @@ impl RunState {
             );
         }
         Ok(RunState {
+            _lock: lock,
             run_dir: run_dir.to_path_buf(),
             start_epoch,
             logs,

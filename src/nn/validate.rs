@@ -130,31 +130,50 @@ fn epoch_metrics(
     })
 }
 
+/// Reads a list of numbers in which `null` stands for a value that is not defined (NaN), as
+/// `serde_json` writes NaN and infinities.
+fn nullable_f64s<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Vec<f64>, D::Error> {
+    let v: Vec<Option<f64>> = Deserialize::deserialize(d)?;
+    Ok(v.into_iter().map(|x| x.unwrap_or(f64::NAN)).collect())
+}
+
 /// The original `info.pkl` layout as JSON: one list per key, one entry per epoch.
+///
+/// A metric that is not defined at an epoch (NaN, e.g. NC4 of a classifier without bias) is
+/// written as JSON `null` and read back as NaN, so `ufm validate` → `ufm plot` round-trips;
+/// plots leave such points out.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Info {
     /// Epochs.
     pub epoch: Vec<usize>,
     /// NC1.
+    #[serde(deserialize_with = "nullable_f64s")]
     pub collapse_metric: Vec<f64>,
     /// NC2.
-    #[serde(rename = "ETF_metric")]
+    #[serde(rename = "ETF_metric", deserialize_with = "nullable_f64s")]
     pub etf_metric: Vec<f64>,
     /// NC3.
-    #[serde(rename = "WH_relation_metric")]
+    #[serde(rename = "WH_relation_metric", deserialize_with = "nullable_f64s")]
     pub wh_relation_metric: Vec<f64>,
     /// NC4.
-    #[serde(rename = "Wh_b_relation_metric")]
+    #[serde(rename = "Wh_b_relation_metric", deserialize_with = "nullable_f64s")]
     pub whb_relation_metric: Vec<f64>,
     /// NC2 on class means.
+    #[serde(deserialize_with = "nullable_f64s")]
     pub nc2_class_means: Vec<f64>,
     /// Train top-1.
+    #[serde(deserialize_with = "nullable_f64s")]
     pub train_acc1: Vec<f64>,
     /// Train top-5.
+    #[serde(deserialize_with = "nullable_f64s")]
     pub train_acc5: Vec<f64>,
     /// Test top-1.
+    #[serde(deserialize_with = "nullable_f64s")]
     pub test_acc1: Vec<f64>,
     /// Test top-5.
+    #[serde(deserialize_with = "nullable_f64s")]
     pub test_acc5: Vec<f64>,
 }
 
@@ -267,14 +286,78 @@ pub fn validate_run_on(
     Ok(rows)
 }
 
-/// Reads the `info.json` written by [`validate_run`].
+/// Reads the `info.json` written by [`validate_run`] (`null` entries become NaN); every list
+/// must have one entry per epoch.
 pub fn read_info(run_dir: &Path) -> Result<Info> {
     let p = run_dir.join("info.json");
     let s = std::fs::read_to_string(&p).map_err(|e| Error::io("read", &p, e))?;
-    serde_json::from_str(&s).map_err(|e| {
+    let info: Info = serde_json::from_str(&s).map_err(|e| {
         Error::format(
             &p,
             format!("not a ufm validate info.json ({e}); run `ufm validate --run DIR` first"),
         )
-    })
+    })?;
+    let n = info.epoch.len();
+    for (name, v) in [
+        ("collapse_metric", &info.collapse_metric),
+        ("ETF_metric", &info.etf_metric),
+        ("WH_relation_metric", &info.wh_relation_metric),
+        ("Wh_b_relation_metric", &info.whb_relation_metric),
+        ("nc2_class_means", &info.nc2_class_means),
+        ("train_acc1", &info.train_acc1),
+        ("train_acc5", &info.train_acc5),
+        ("test_acc1", &info.test_acc1),
+        ("test_acc5", &info.test_acc5),
+    ] {
+        if v.len() != n {
+            return Err(Error::format(
+                &p,
+                format!("`{name}` has {} entries but `epoch` has {n}", v.len()),
+            ));
+        }
+    }
+    Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(epoch: usize, nc4: f64) -> EpochMetrics {
+        EpochMetrics {
+            epoch,
+            nc1: 1.0 / epoch as f64,
+            nc2: 0.5,
+            nc2_h: 0.25,
+            nc3: f64::INFINITY,
+            nc4,
+            train_acc1: 90.0,
+            train_acc5: 99.0,
+            test_acc1: 89.0,
+            test_acc5: 98.0,
+        }
+    }
+
+    /// NaN and Inf are written as `null` and read back as NaN (a missing point); every
+    /// finite value round-trips exactly; lists of another length are refused by name.
+    #[test]
+    fn info_json_with_nan_round_trips_through_read_info() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows = [row(1, f64::NAN), row(2, 0.125)];
+        let json = serde_json::to_string_pretty(&Info::from_rows(&rows)).unwrap();
+        assert!(json.contains("null"), "{json}");
+        std::fs::write(dir.path().join("info.json"), &json).unwrap();
+        let back = read_info(dir.path()).unwrap();
+        assert_eq!(back.epoch, vec![1, 2]);
+        assert!(back.whb_relation_metric[0].is_nan());
+        assert_eq!(back.whb_relation_metric[1], 0.125);
+        assert!(back.wh_relation_metric.iter().all(|v| v.is_nan()));
+        assert_eq!(back.collapse_metric, vec![1.0, 0.5]);
+        assert_eq!(back.test_acc1, vec![89.0, 89.0]);
+        let bad = json.replacen("\"test_acc5\": [\n    98.0,", "\"test_acc5\": [", 1);
+        assert_ne!(bad, json);
+        std::fs::write(dir.path().join("info.json"), &bad).unwrap();
+        let e = read_info(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("test_acc5") && e.contains("1 entries"), "{e}");
+    }
 }

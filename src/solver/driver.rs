@@ -13,7 +13,6 @@ use crate::ufm::{global_minimum, GlobalMinimum, UfmProblem};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::str::FromStr;
-use std::time::Duration;
 
 /// Which optimizer to run.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -128,7 +127,7 @@ pub struct SolveSpec {
     pub tol: f64,
     /// Iteration limit.
     pub max_iter: usize,
-    /// Optional time limit (seconds).
+    /// Optional time limit (seconds, $\ge0$; $+\infty$ means none; see [`super::time_limit`]).
     pub time_limit: Option<f64>,
     /// Record a trace every this many iterations (0: no trace).
     pub trace_every: usize,
@@ -263,7 +262,7 @@ fn run_in<T: Real, O: Objective<T> + ?Sized>(
     let exec = Executor {
         max_iter: spec.max_iter,
         tol: spec.tol,
-        time_limit: spec.time_limit.map(Duration::from_secs_f64),
+        time_limit: super::time_limit("time-limit", spec.time_limit)?,
         observe_every: spec.trace_every.max(1),
     };
     if spec.trace_every == 0 {

@@ -113,6 +113,20 @@ pub trait Solver<T: Real, O: Objective<T> + ?Sized> {
     }
 }
 
+/// A time limit in seconds as a [`Duration`]: `None` and $+\infty$ (and finite values beyond
+/// `Duration`'s range, about $1.8\cdot10^{19}$ s) mean no limit; NaN and negative values are an
+/// error naming `flag`. (`Duration::from_secs_f64` would panic on all of those.)
+pub fn time_limit(flag: &'static str, seconds: Option<f64>) -> Result<Option<Duration>> {
+    match seconds {
+        None => Ok(None),
+        Some(s) if s.is_nan() || s < 0.0 => Err(Error::param(
+            flag,
+            format!("must be a number of seconds >= 0 (or inf for no limit), got {s}"),
+        )),
+        Some(s) => Ok(Duration::try_from_secs_f64(s).ok()),
+    }
+}
+
 /// Runs a solver: stopping rules, divergence checks, observers, timing.
 #[derive(Clone, Debug)]
 pub struct Executor {

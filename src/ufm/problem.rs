@@ -45,6 +45,29 @@ impl UfmConfig {
         Self::with_class_sizes(vec![n_per_class; n_classes], feature_dim)
     }
 
+    /// Like [`balanced`](Self::balanced), but checks the sizes first: $K\le2^{32}-1$,
+    /// $N=Kn$ and the memory of a point $\approx 8K+4N+24\,((K+N)d+K)$ bytes must fit
+    /// ([`crate::limits::check_memory`]); otherwise an error names the sizes, before anything
+    /// is allocated (`vec![n; K]` with $K$ near `usize::MAX` would abort the process).
+    pub fn try_balanced(n_classes: usize, n_per_class: usize, feature_dim: usize) -> Result<Self> {
+        if n_classes > u32::MAX as usize {
+            return Err(Error::param(
+                "classes",
+                format!("{n_classes} classes are too many (at most {})", u32::MAX),
+            ));
+        }
+        let n = n_classes.checked_mul(n_per_class);
+        check_sizes(
+            "per-class",
+            &format!("K = {n_classes} classes of n = {n_per_class} samples, d = {feature_dim}"),
+            n_classes,
+            n,
+            feature_dim,
+            true,
+        )?;
+        Ok(Self::balanced(n_classes, n_per_class, feature_dim))
+    }
+
     /// Classes of the given sizes (imbalanced allowed).
     pub fn with_class_sizes(class_sizes: Vec<usize>, feature_dim: usize) -> Self {
         UfmConfig {
@@ -115,13 +138,35 @@ impl UfmConfig {
             }
         }
         self.loss.validate()?;
-        let n: usize = self.class_sizes.iter().sum();
+        let n: Option<usize> = self
+            .class_sizes
+            .iter()
+            .try_fold(0usize, |a, &b| a.checked_add(b));
         let d = self.feature_dim;
-        let n_params = (k + n)
-            .checked_mul(d)
-            .and_then(|p| p.checked_add(if self.bias { k } else { 0 }))
-            .ok_or_else(|| Error::param("per-class", "problem too large to index"))?;
-        let mut labels = Vec::with_capacity(n);
+        let (flag, what) = match self.class_sizes.iter().all(|&c| c == self.class_sizes[0]) {
+            true => (
+                "per-class",
+                format!(
+                    "K = {k} classes of n = {} samples, d = {d}",
+                    self.class_sizes[0]
+                ),
+            ),
+            false => (
+                "class-sizes",
+                format!(
+                    "K = {k} classes of {} samples in all, d = {d}",
+                    n.map_or("more than 2^64".to_string(), |n| n.to_string())
+                ),
+            ),
+        };
+        let (n, n_params) = check_sizes(flag, &what, k, n, d, self.bias)?;
+        let mut labels = Vec::new();
+        labels.try_reserve_exact(n).map_err(|e| {
+            Error::param(
+                flag,
+                format!("{what}: cannot allocate the {n} labels ({e})"),
+            )
+        })?;
         for (c, &nk) in self.class_sizes.iter().enumerate() {
             labels.extend(std::iter::repeat_n(c as u32, nk));
         }
@@ -131,6 +176,51 @@ impl UfmConfig {
             n_params,
         })
     }
+}
+
+/// Checks that $N$ (`None`: it overflowed), the parameter count $(K+N)d\,(+K)$ and the memory
+/// of a point ($8K+4N+24P$ bytes: class sizes, labels, and the point, its gradient and one work
+/// vector in f64) fit; returns $(N, P)$. `flag` and `what` name the sizes in the error.
+fn check_sizes(
+    flag: &'static str,
+    what: &str,
+    k: usize,
+    n: Option<usize>,
+    d: usize,
+    bias: bool,
+) -> Result<(usize, usize)> {
+    let n = n.ok_or_else(|| {
+        Error::param(
+            flag,
+            format!(
+                "{what}: the number of samples N overflows {} bits",
+                usize::BITS
+            ),
+        )
+    })?;
+    let n_params = k
+        .checked_add(n)
+        .and_then(|kn| kn.checked_mul(d))
+        .and_then(|p| p.checked_add(if bias { k } else { 0 }))
+        .ok_or_else(|| {
+            Error::param(
+                flag,
+                format!(
+                    "{what}, N = {n}: the parameter count (K + N) d overflows {} bits",
+                    usize::BITS
+                ),
+            )
+        })?;
+    let bytes = (k as u64)
+        .checked_mul(8)
+        .and_then(|a| a.checked_add((n as u64).checked_mul(4)?))
+        .and_then(|a| a.checked_add((n_params as u64).checked_mul(24)?));
+    crate::limits::check_memory(
+        flag,
+        &format!("{what} (N = {n}, {n_params} parameters)"),
+        bytes,
+    )?;
+    Ok((n, n_params))
 }
 
 /// A validated UFM instance (see the [module docs](self) for the parameter layout).
@@ -376,6 +466,48 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("class 1 has no samples"), "{e}");
+    }
+
+    /// Sizes near `usize::MAX` are errors naming the sizes (no capacity-overflow panic, no
+    /// allocation), and so is a problem whose point cannot fit in memory.
+    #[test]
+    fn absurd_sizes_are_errors_that_name_them() {
+        let e = UfmConfig::try_balanced(usize::MAX, 2, 3)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`classes`") && e.contains("too many"), "{e}");
+        let e = UfmConfig::try_balanced(10, usize::MAX / 4, 3)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`per-class`") && e.contains("overflows"), "{e}");
+        let e = UfmConfig::try_balanced(10, 1 << 40, 1 << 20)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("overflows"), "{e}");
+        // 10^6 x 10^6 samples of d = 1000: about 2.4e16 bytes, more than any machine has
+        let e = UfmConfig::try_balanced(1_000_000, 1_000_000, 1000)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("needs at least") && e.contains("PiB") && e.contains("d = 1000"),
+            "{e}"
+        );
+        let e = UfmConfig::with_class_sizes(vec![usize::MAX, 5], 2)
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`class-sizes`") && e.contains("overflows"),
+            "{e}"
+        );
+        let e = UfmConfig::with_class_sizes(vec![usize::MAX / 2, usize::MAX / 2], 2)
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`per-class`") && e.contains("overflows"), "{e}");
+        // ordinary sizes still build
+        let p = UfmConfig::try_balanced(3, 4, 5).unwrap().build().unwrap();
+        assert_eq!(p.n_params(), (3 + 12) * 5 + 3);
     }
 
     #[test]

@@ -85,9 +85,9 @@ pub struct FigureArgs {
     /// Largest imbalance ratio R (the grid is log-spaced from 1).
     #[arg(long, default_value_t = 100.0)]
     pub max_ratio: f64,
-    /// Number of ratios.
-    #[arg(long, default_value_t = 41)]
-    pub points: usize,
+    /// Number of ratios (2 to 10000).
+    #[arg(long, default_value_t = 41, value_parser = clap::value_parser!(u16).range(2..=10000))]
+    pub points: u16,
     /// Weight decay on W.
     #[arg(long, default_value_t = 5e-3)]
     pub lambda_w: f64,
@@ -225,14 +225,14 @@ fn figure(f: FigureArgs) -> Result<()> {
     let rows = match &f.from_csv {
         Some(path) => imbalance::read_csv(path)?,
         None => {
-            if f.max_ratio.is_nan() || f.max_ratio < 1.0 {
-                bail!("--max-ratio must be >= 1, got {}", f.max_ratio);
+            if !(f.max_ratio.is_finite() && f.max_ratio >= 1.0) {
+                bail!("--max-ratio must be finite and >= 1, got {}", f.max_ratio);
             }
             let loss: Loss = f.loss.parse()?;
             let spec = ImbalanceSpec {
                 class_sizes: f.class_sizes.clone(),
                 minor_classes: f.minor_classes,
-                ratios: imbalance::log_grid(1.0, f.max_ratio, f.points.max(2)),
+                ratios: imbalance::log_grid(1.0, f.max_ratio, usize::from(f.points)),
                 lambda_w: f.lambda_w,
                 lambda_h: f.lambda_h,
                 lambda_b: f.lambda_b,

@@ -423,8 +423,11 @@ fn sweep_spec(a: &SweepArgs) -> Result<SweepSpec> {
     let base = a.problem.config()?;
     let solver = a.solver.spec()?;
     let k = base.class_sizes.len();
+    if k < 2 {
+        bail!("invalid value for `classes`: need at least 2 classes, got {k}");
+    }
     let dims = a.dims.clone().unwrap_or_else(|| {
-        let mut v: Vec<usize> = [k.saturating_sub(2), k - 1, k, k + 2, 2 * k]
+        let mut v: Vec<usize> = [k - 2, k - 1, k, k.saturating_add(2), k.saturating_mul(2)]
             .into_iter()
             .filter(|&d| d >= 1)
             .collect();

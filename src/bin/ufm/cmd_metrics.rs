@@ -75,9 +75,9 @@ pub struct MetricsArgs {
     /// memory (use it when another program may rewrite the file during the run).
     #[arg(long)]
     pub no_mmap: bool,
-    /// Worker threads (default: all cores, or RAYON_NUM_THREADS).
-    #[arg(long)]
-    pub threads: Option<usize>,
+    /// Worker threads, 1 to 4096 (default: all cores, or RAYON_NUM_THREADS).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    pub threads: Option<u16>,
     /// Print one JSON object (an array for several files).
     #[arg(long)]
     pub json: bool,
@@ -104,7 +104,7 @@ pub fn run(args: MetricsArgs) -> Result<()> {
     }
     if let Some(t) = args.threads {
         rayon::ThreadPoolBuilder::new()
-            .num_threads(t.max(1))
+            .num_threads(usize::from(t))
             .build_global()
             .context("setting up the thread pool")?;
     }
@@ -122,7 +122,7 @@ pub fn run(args: MetricsArgs) -> Result<()> {
         rtol: args.rtol,
         strategy: args.strategy.parse::<Strategy>()?,
         chunk_rows: args.chunk_rows,
-        cache_bytes: args.cache_mib << 20,
+        cache_bytes: args.cache_mib.saturating_mul(1 << 20),
         device: args.device.into(),
     };
     let w = match &args.weights {

@@ -4,7 +4,7 @@
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
-use ufm::plot::{save_line_chart, LineChart, Series};
+use ufm::plot::{chart_notes, has_points, save_line_chart, LineChart, Series};
 
 /// Arguments of `ufm plot`.
 #[derive(Args, Debug, Clone)]
@@ -71,7 +71,15 @@ pub fn run(args: PlotArgs) -> Result<()> {
             log_y,
             series,
         };
+        if !has_points(&chart) {
+            // e.g. NC4 of a classifier without bias: `ufm validate` writes null (undefined)
+            eprintln!("note: {key}: no defined values in any run (null in info.json); no figure");
+            continue;
+        }
         let (png, _) = save_line_chart(&args.out.join(format!("{}-{key}", args.prefix)), &chart)?;
+        for note in chart_notes(&chart) {
+            eprintln!("note: {key}: {note}");
+        }
         println!("wrote {} (+ .svg)", png.display());
     }
     Ok(())

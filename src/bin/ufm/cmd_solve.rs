@@ -42,12 +42,13 @@ pub struct ProblemArgs {
 impl ProblemArgs {
     /// The (unvalidated) configuration.
     pub fn config(&self) -> Result<UfmConfig> {
-        let sizes = match &self.class_sizes {
-            Some(s) => s.clone(),
-            None => vec![self.per_class; self.classes],
+        let base = match &self.class_sizes {
+            Some(s) => UfmConfig::with_class_sizes(s.clone(), self.dim),
+            // checks K, K n and the memory before `vec![n; K]` is allocated
+            None => UfmConfig::try_balanced(self.classes, self.per_class, self.dim)?,
         };
         let loss: Loss = self.loss.parse()?;
-        Ok(UfmConfig::with_class_sizes(sizes, self.dim)
+        Ok(base
             .lambdas(self.lambda_w, self.lambda_h, self.lambda_b)
             .loss(loss)
             .bias(!self.no_bias))
@@ -81,7 +82,7 @@ pub struct SolverArgs {
     /// Maximum iterations.
     #[arg(long, default_value_t = 10_000)]
     pub max_iter: usize,
-    /// Time limit for the solver, in seconds.
+    /// Time limit for the solver, in seconds (>= 0; `inf` means no limit).
     #[arg(long)]
     pub time_limit: Option<f64>,
     /// Where the objective is evaluated: cpu, cuda (an error naming what is missing when no
@@ -116,6 +117,7 @@ impl SolverArgs {
     /// The solver specification.
     pub fn spec(&self) -> Result<SolveSpec> {
         let precision: Precision = self.precision.parse()?;
+        ufm::solver::time_limit("time-limit", self.time_limit)?;
         let default_tol = match precision {
             Precision::F64 => 1e-9,
             Precision::F32 => 1e-4,

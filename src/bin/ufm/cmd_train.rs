@@ -64,16 +64,19 @@ pub struct TrainArgs {
     /// Use only the first m training samples of each class.
     #[arg(long)]
     pub sample_size: Option<usize>,
-    /// Run name; the run lives in <out-dir>/<uid> (default: random 5 digits + timestamp).
+    /// Run name: one folder name (no `/`, `..` or absolute path); the run lives in
+    /// <out-dir>/<uid> (default: random 5 digits + timestamp).
     #[arg(long)]
     pub uid: Option<String>,
     /// Parent folder of runs.
     #[arg(long, default_value = "model_weights")]
     pub out_dir: PathBuf,
-    /// Overwrite an existing run with the same uid.
+    /// Overwrite an existing run with the same uid (refused while another `ufm train` is
+    /// using it).
     #[arg(long)]
     pub force: bool,
-    /// Continue the run <out-dir>/<uid> from its last complete epoch.
+    /// Continue the run <out-dir>/<uid> from its last complete epoch (every saved tensor is
+    /// checked against the model; refused while another `ufm train` is using the run).
     #[arg(long, conflicts_with = "force")]
     pub resume: bool,
     /// CIFAR stem for resnet18 and crop/flip augmentation for CIFAR-10.
@@ -231,6 +234,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
             rep.present.len()
         );
         return Ok(());
+    }
+    if let Some(u) = &args.uid {
+        ufm::nn::train::validate_uid(u)?;
     }
     let uid = args.uid.clone().unwrap_or_else(|| {
         let t = std::time::SystemTime::now()

@@ -1363,9 +1363,19 @@ impl GOpt {
                 }
             }
         }
-        opt.steps = self.steps;
-        opt.load_state(|name| map.remove(name));
-        Ok(())
+        let shapes: Vec<Vec<usize>> = net
+            .st
+            .params
+            .iter()
+            .filter(|p| p.trainable)
+            .map(|p| p.shape.clone())
+            .collect();
+        opt.load_state(
+            &shapes,
+            self.steps,
+            |name| Ok(map.remove(name)),
+            std::path::Path::new("the GPU optimizer state"),
+        )
     }
 
     /// One update of every trainable parameter with learning rate `lr`.

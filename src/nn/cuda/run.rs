@@ -265,7 +265,9 @@ pub(crate) fn train_cuda(
         let aug = run.augment.then_some(aug_rng);
         // Loss rows and logits of batch i are copied into pinned host buffers behind the
         // batch's work and read while batch i+1 runs, so the host never drains the queue.
-        let mut host = HostResults::new(&g, cfg.batch_size, k)?;
+        // sized by the largest batch, not --batch-size (which may exceed the data set)
+        let largest = batches.iter().map(Vec::len).max().unwrap_or(1);
+        let mut host = HostResults::new(&g, largest, k)?;
         let mut pending: Option<Pending> = None;
         let mut account = |p: Pending, host: &mut HostResults| -> Result<()> {
             let (rows, logits) = host.read(p.slot, p.n, k)?;

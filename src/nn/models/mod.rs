@@ -93,8 +93,98 @@ impl ModelConfig {
         if self.arch == Arch::Mlp && self.depth == 0 {
             return Err(Error::param("depth", "must be positive"));
         }
-        Ok(())
+        // Sizes come from flags and from config.json files: check them before any allocation.
+        let flag = match self.arch {
+            Arch::Mlp => "width",
+            Arch::Resnet18 if self.fixdim > 0 => "fixdim",
+            Arch::Resnet18 => "classes",
+            Arch::Resnet18Adapt => "width",
+        };
+        let what = format!(
+            "a {:?} with width {}, depth {}, fixdim {} and {} classes",
+            self.arch, self.width, self.depth, self.fixdim, self.n_classes
+        );
+        let n = self.n_params();
+        crate::limits::check_memory(
+            flag,
+            &format!(
+                "{what} ({} parameters, 8 bytes each for value and gradient)",
+                n.map_or("more than 2^64".into(), |n| n.to_string())
+            ),
+            n.and_then(|n| n.checked_mul(8)),
+        )
     }
+
+    /// The number of parameter scalars of the network (trainable or frozen, running statistics
+    /// not included), computed with checked arithmetic from the configuration alone: `None`
+    /// when it overflows 64 bits. [`ModelConfig::validate`] refuses configurations whose
+    /// parameters (value and gradient in f32, 8 bytes each) do not fit in memory.
+    pub fn n_params(&self) -> Option<u64> {
+        let m = |a: u64, b: u64| a.checked_mul(b);
+        let u = |v: usize| u64::try_from(v).ok();
+        let k = u(self.n_classes)?;
+        let (body, d) = match self.arch {
+            Arch::Mlp => {
+                let w = u(self.width)?;
+                let first = m(3 * 32 * 32, w)?.checked_add(m(3, w)?)?;
+                let more = match u(self.depth)?.checked_sub(1)? {
+                    0 => 0,
+                    layers => m(layers, m(w, w)?.checked_add(m(3, w)?)?)?,
+                };
+                (first.checked_add(more)?, w)
+            }
+            Arch::Resnet18 => (
+                resnet_params(
+                    3,
+                    if self.sota { 3 } else { 7 },
+                    [64, 128, 256, 512],
+                    self.fixdim,
+                )?,
+                if self.fixdim > 0 {
+                    u(self.fixdim)?
+                } else {
+                    512
+                },
+            ),
+            Arch::Resnet18Adapt => {
+                let w = u(self.width)?;
+                let widths = [w, m(w, 2)?, m(w, 4)?, m(w, 8)?];
+                (resnet_params(3, 3, widths, 0)?, widths[3])
+            }
+        };
+        let fc = m(k, d)?.checked_add(if self.bias { k } else { 0 })?;
+        body.checked_add(fc)
+    }
+}
+
+/// Parameters of a basic-block ResNet-18 body (as [`ResNet::new`] builds it): stem convolution
+/// `stem_k`×`stem_k` + BN, then four stages of two blocks (3×3 convolutions + BN, a 1×1
+/// projection + BN where the shape changes), the last block ending in `fixdim` channels when
+/// `fixdim > 0`.
+fn resnet_params(c_in: u64, stem_k: u64, widths: [u64; 4], fixdim: usize) -> Option<u64> {
+    let m = |a: u64, b: u64| a.checked_mul(b);
+    let mut n = m(m(c_in, widths[0])?, stem_k * stem_k)?.checked_add(m(2, widths[0])?)?;
+    let mut c = widths[0];
+    for (s, &planes) in widths.iter().enumerate() {
+        for b in 0..2 {
+            let stride = if s > 0 && b == 0 { 2 } else { 1 };
+            let out = if s == 3 && b == 1 && fixdim > 0 {
+                u64::try_from(fixdim).ok()?
+            } else {
+                planes
+            };
+            n = n
+                .checked_add(m(m(c, planes)?, 9)?)?
+                .checked_add(m(2, planes)?)?
+                .checked_add(m(m(planes, out)?, 9)?)?
+                .checked_add(m(2, out)?)?;
+            if stride != 1 || c != out {
+                n = n.checked_add(m(c, out)?)?.checked_add(m(2, out)?)?;
+            }
+            c = out;
+        }
+    }
+    Some(n)
 }
 
 /// The body of a network.
@@ -218,5 +308,95 @@ impl<T: Real> Module<T> for Net<T> {
             Body::ResNet(r) => r.visit(prefix, f),
         }
         self.fc.visit(&super::layers::join(prefix, "fc"), f);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(arch: Arch, width: usize, depth: usize, fixdim: usize, sota: bool) -> ModelConfig {
+        ModelConfig {
+            arch,
+            width,
+            depth,
+            n_classes: 10,
+            bias: true,
+            etf_classifier: false,
+            fixdim,
+            sota,
+        }
+    }
+
+    /// The count from the configuration alone equals the scalars of the built network's
+    /// parameters (a slow, obvious reference), for every architecture and option.
+    #[test]
+    fn n_params_matches_the_built_network() {
+        let mut cases = vec![
+            cfg(Arch::Mlp, 16, 1, 0, false),
+            cfg(Arch::Mlp, 8, 3, 0, false),
+            cfg(Arch::Resnet18, 0, 0, 0, false),
+            cfg(Arch::Resnet18, 0, 0, 0, true),
+            cfg(Arch::Resnet18, 0, 0, 100, true),
+            cfg(Arch::Resnet18Adapt, 2, 0, 0, false),
+        ];
+        cases.push(ModelConfig {
+            bias: false,
+            etf_classifier: true,
+            ..cfg(Arch::Mlp, 12, 2, 0, false)
+        });
+        for c in cases {
+            let mut net: Net<f32> = Net::new(&c, 0).unwrap();
+            let mut n = 0u64;
+            net.visit("", &mut |_, t| {
+                if let TensorMut::Param(p) = t {
+                    n += p.len() as u64;
+                }
+            });
+            assert_eq!(c.n_params(), Some(n), "{c:?}");
+        }
+    }
+
+    /// Absurd sizes (from flags or a config.json) are refused before anything is allocated,
+    /// naming the flag and the sizes.
+    #[test]
+    fn absurd_sizes_are_refused_before_allocating() {
+        let e = cfg(Arch::Mlp, 1_000_000_000_000, 1, 0, false)
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`width`") && e.contains("1000000000000") && e.contains("needs at least"),
+            "{e}"
+        );
+        let e = cfg(Arch::Mlp, 1_000_000_000_000, 6, 0, false)
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`width`") && e.contains("overflows"), "{e}");
+        let e = cfg(Arch::Mlp, usize::MAX, 6, 0, false)
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`width`") && e.contains("overflows"), "{e}");
+        let e = cfg(Arch::Resnet18Adapt, usize::MAX / 4, 0, 0, false)
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`width`") && e.contains("overflows"), "{e}");
+        let e = cfg(Arch::Resnet18, 0, 0, 1 << 40, false)
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`fixdim`"), "{e}");
+        let e = cfg(Arch::Mlp, 1, 1 << 62, 0, false)
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("overflows") || e.contains("needs at least"),
+            "{e}"
+        );
+        assert!(Net::<f32>::new(&cfg(Arch::Mlp, usize::MAX, 1, 0, false), 0).is_err());
     }
 }
