@@ -3,6 +3,7 @@
 
 pub mod closed_form;
 pub mod etf;
+mod fused;
 pub mod loss;
 pub mod objective;
 pub mod problem;

@@ -26,6 +26,7 @@
 //! of $H$ in the same pass.
 
 use crate::real::Real;
+use crate::ufm::fused;
 use crate::ufm::problem::UfmProblem;
 use ndarray::linalg::general_mat_mul;
 use ndarray::{s, Array2, ArrayView2, ArrayViewMut2, Axis};
@@ -34,41 +35,6 @@ use rayon::prelude::*;
 /// Rows of $H^\top$ per block (a block of $512\times512$ f32 is 1 MiB, an L2-sized tile; 512 was
 /// as fast as or faster than 128 on the (10, 512, 5000) benchmark here).
 pub const BLOCK: usize = 512;
-
-/// Per-thread partial sums.
-struct Acc<T> {
-    loss: f64,
-    h_sq: f64,
-    gh_sq: f64,
-    gw: Array2<T>,
-    gb: Vec<T>,
-    z: Array2<T>,
-    tmp: Array2<T>,
-}
-
-impl<T: Real> Acc<T> {
-    fn new(k: usize, d: usize, tmp_rows: usize) -> Self {
-        Acc {
-            loss: 0.0,
-            h_sq: 0.0,
-            gh_sq: 0.0,
-            gw: Array2::zeros((k, d)),
-            gb: vec![T::zero(); k],
-            z: Array2::zeros((BLOCK, k)),
-            tmp: Array2::zeros((tmp_rows, d)),
-        }
-    }
-    fn merge(mut self, o: Self) -> Self {
-        self.loss += o.loss;
-        self.h_sq += o.h_sq;
-        self.gh_sq += o.gh_sq;
-        self.gw += &o.gw;
-        for (a, b) in self.gb.iter_mut().zip(&o.gb) {
-            *a += *b;
-        }
-        self
-    }
-}
 
 fn sq_norm<T: Real>(a: &[T]) -> f64 {
     crate::real::dot(a, a)
@@ -106,34 +72,31 @@ impl UfmProblem {
 
     /// $f(x)$.
     pub fn value<T: Real>(&self, x: &[T]) -> T {
-        let (k, d, n) = (self.n_classes(), self.feature_dim(), self.n_samples());
         let (w, ht, b) = self.split(x);
-        let hs = ht.as_slice().expect("contiguous H");
-        let loss = self.loss();
-        let labels = self.labels();
-        let (lsum, h_sq) = hs
-            .par_chunks(BLOCK * d)
-            .enumerate()
-            .fold(
-                || (0.0f64, 0.0f64, Array2::<T>::zeros((BLOCK, k))),
-                |(mut l, mut hsq, mut zbuf), (bi, hb)| {
-                    let rows = hb.len() / d;
-                    let hb = ArrayView2::from_shape((rows, d), hb).expect("block");
-                    let mut z = zbuf.slice_mut(s![..rows, ..]);
-                    self.block_logits(&hb, &w, b.as_ref(), &mut z);
-                    for (r, mut row) in z.axis_iter_mut(Axis(0)).enumerate() {
-                        let y = labels[bi * BLOCK + r] as usize;
-                        l += loss
-                            .value_grad_inplace(row.as_slice_mut().expect("row"), y)
-                            .to_f64_();
-                    }
-                    hsq += sq_norm(hb.as_slice().expect("block"));
-                    (l, hsq, zbuf)
-                },
-            )
-            .map(|(l, h, _)| (l, h))
-            .reduce(|| (0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
-        T::of(self.regularised(lsum / n as f64, &w, h_sq, b.as_ref()))
+        let sums = fused::pass(
+            &self.fused_model(&w, b.as_ref()),
+            fused::Pass::Value(ht.to_slice().expect("contiguous H")),
+        );
+        let n = self.n_samples() as f64;
+        T::of(self.regularised(sums.loss / n, &w, sums.h_sq, b.as_ref()))
+    }
+
+    /// The fixed inputs of a [`fused`] pass at $(W, b)$.
+    fn fused_model<'a, T: Real>(
+        &'a self,
+        w: &'a ArrayView2<'a, T>,
+        b: Option<&'a ndarray::ArrayView1<'a, T>>,
+    ) -> fused::Model<'a, T> {
+        fused::Model {
+            w: w.to_slice().expect("contiguous W"),
+            b: b.map(|b| b.to_slice().expect("contiguous b")),
+            labels: self.labels(),
+            k: self.n_classes(),
+            d: self.feature_dim(),
+            loss: self.loss(),
+            inv_n: T::of(1.0 / self.n_samples() as f64),
+            lambda_h: T::of(self.lambda_h()),
+        }
     }
 
     fn regularised<T: Real>(
@@ -150,47 +113,26 @@ impl UfmProblem {
 
     /// $f(x)$ and $\nabla f(x)$ (written into `grad`).
     pub fn value_grad<T: Real>(&self, x: &[T], grad: &mut [T]) -> T {
-        let (k, d, n) = (self.n_classes(), self.feature_dim(), self.n_samples());
+        let n = self.n_samples();
         let (w, ht, b) = self.split(x);
         let (mut gw, mut ght, gb) = self.split_mut(grad);
-        let inv_n = T::of(1.0 / n as f64);
-        let lam_h = T::of(self.lambda_h());
-        let hs = ht.as_slice().expect("H");
-        let acc = hs
-            .par_chunks(BLOCK * d)
-            .zip(
-                ght.as_slice_mut()
-                    .expect("grad H")
-                    .par_chunks_mut(BLOCK * d),
-            )
-            .enumerate()
-            .fold(
-                || Acc::<T>::new(k, d, 0),
-                |mut acc, (bi, (hb, ghb))| {
-                    let rows = hb.len() / d;
-                    let hb = ArrayView2::from_shape((rows, d), hb).expect("block");
-                    let mut ghb = ArrayViewMut2::from_shape((rows, d), ghb).expect("block");
-                    let mut z = acc.z.slice_mut(s![..rows, ..]);
-                    self.block_logits(&hb, &w, b.as_ref(), &mut z);
-                    acc.loss += self.block_loss_grad(bi * BLOCK, &mut z, inv_n);
-                    general_mat_mul(T::one(), &z.t(), &hb, T::one(), &mut acc.gw);
-                    for row in z.axis_iter(Axis(0)) {
-                        for (g, &v) in acc.gb.iter_mut().zip(row.iter()) {
-                            *g += v;
-                        }
-                    }
-                    ghb.zip_mut_with(&hb, |g, &h| *g = lam_h * h);
-                    general_mat_mul(T::one(), &z, &w, T::one(), &mut ghb);
-                    acc.h_sq += sq_norm(hb.as_slice().expect("block"));
-                    acc
-                },
-            )
-            .reduce(|| Acc::new(k, d, 0), Acc::merge);
+        let acc = fused::pass(
+            &self.fused_model(&w, b.as_ref()),
+            fused::Pass::Grad {
+                h: ht.to_slice().expect("H"),
+                gh: ght.as_slice_mut().expect("grad H"),
+            },
+        );
         let lam_w = T::of(self.lambda_w());
-        ndarray::Zip::from(&mut gw)
-            .and(&acc.gw)
-            .and(&w)
-            .for_each(|g, &a, &wv| *g = a + lam_w * wv);
+        for ((g, &a), &wv) in gw
+            .as_slice_mut()
+            .expect("grad W")
+            .iter_mut()
+            .zip(&acc.gw)
+            .zip(w.to_slice().expect("W"))
+        {
+            *g = a + lam_w * wv;
+        }
         if let (Some(mut gb), Some(b)) = (gb, b.as_ref()) {
             let lam_b = T::of(self.lambda_b());
             for ((g, &a), &bv) in gb.iter_mut().zip(&acc.gb).zip(b.iter()) {
@@ -205,49 +147,25 @@ impl UfmProblem {
     /// place while it is in cache. Returns $\big(f(x),\lVert\nabla f(x)\rVert\big)$ at the point
     /// *before* the step.
     pub fn gd_step_fused<T: Real>(&self, x: &mut [T], lr: T) -> (T, f64) {
-        let (k, d, n) = (self.n_classes(), self.feature_dim(), self.n_samples());
-        let inv_n = T::of(1.0 / n as f64);
-        let lam_h = T::of(self.lambda_h());
+        let n = self.n_samples();
         let (mut w, mut ht, b) = self.split_mut(x);
         let b_ro = b.as_ref().map(|b| b.view());
         let w_ro = w.view();
-        let acc = ht
-            .as_slice_mut()
-            .expect("H")
-            .par_chunks_mut(BLOCK * d)
-            .enumerate()
-            .fold(
-                || Acc::<T>::new(k, d, BLOCK),
-                |mut acc, (bi, hb)| {
-                    let rows = hb.len() / d;
-                    let mut hb = ArrayViewMut2::from_shape((rows, d), hb).expect("block");
-                    let mut z = acc.z.slice_mut(s![..rows, ..]);
-                    self.block_logits(&hb.view(), &w_ro, b_ro.as_ref(), &mut z);
-                    acc.loss += self.block_loss_grad(bi * BLOCK, &mut z, inv_n);
-                    general_mat_mul(T::one(), &z.t(), &hb, T::one(), &mut acc.gw);
-                    for row in z.axis_iter(Axis(0)) {
-                        for (g, &v) in acc.gb.iter_mut().zip(row.iter()) {
-                            *g += v;
-                        }
-                    }
-                    acc.h_sq += sq_norm(hb.as_slice().expect("block"));
-                    let mut gh = acc.tmp.slice_mut(s![..rows, ..]);
-                    gh.zip_mut_with(&hb, |g, &h| *g = lam_h * h);
-                    general_mat_mul(T::one(), &z, &w_ro, T::one(), &mut gh);
-                    acc.gh_sq += sq_norm(gh.as_slice().expect("tmp"));
-                    hb.scaled_add(-lr, &gh);
-                    acc
-                },
-            )
-            .reduce(|| Acc::new(k, d, 0), Acc::merge);
-        let f = self.regularised(acc.loss / n as f64, &w.view(), acc.h_sq, b_ro.as_ref());
+        let acc = fused::pass(
+            &self.fused_model(&w_ro, b_ro.as_ref()),
+            fused::Pass::Step {
+                h: ht.as_slice_mut().expect("H"),
+                lr,
+            },
+        );
+        let f = self.regularised(acc.loss / n as f64, &w_ro, acc.h_sq, b_ro.as_ref());
         let lam_w = T::of(self.lambda_w());
         let mut g_sq = acc.gh_sq;
-        ndarray::Zip::from(&mut w).and(&acc.gw).for_each(|wv, &a| {
+        for (wv, &a) in w.as_slice_mut().expect("W").iter_mut().zip(&acc.gw) {
             let g = a + lam_w * *wv;
             g_sq += g.to_f64_() * g.to_f64_();
             *wv -= lr * g;
-        });
+        }
         if let Some(mut b) = b {
             let lam_b = T::of(self.lambda_b());
             for (bv, &a) in b.iter_mut().zip(&acc.gb) {
