@@ -13,6 +13,7 @@ use crate::ufm::{global_minimum, GlobalMinimum, UfmProblem};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Which optimizer to run.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -167,6 +168,16 @@ pub struct SolveSummary {
     pub grad_norm: f64,
     /// Iterations.
     pub iterations: usize,
+    /// Objective evaluations by the solver: $f$, $(f,\nabla f)$ or a fused gradient step,
+    /// each one pass over $H$. The one at the starting point is included; the executor's
+    /// final re-evaluation of the answer is not.
+    pub evals: usize,
+    /// `(evals - 1) / iterations`: evaluations per iteration after the starting point (for
+    /// L-BFGS, the line search's cost; 1 means every unit step was accepted). `None` after
+    /// zero iterations.
+    pub evals_per_iter: Option<f64>,
+    /// Hessian-vector products (Newton-CG; 0 for the other optimizers).
+    pub hvps: usize,
     /// Solver seconds (observers and setup excluded).
     pub seconds: f64,
     /// Whether the gradient tolerance was met (in the run's precision).
@@ -239,19 +250,82 @@ pub fn solve_with(
     let gm = global_minimum(p);
     match spec.precision {
         Precision::F64 => {
-            let (report, x, trace) = run_in::<f64, _>(p, obj.f64, spec, x0, gm.as_ref())?;
-            finish(p, spec, gm, report, x, None, trace)
+            let (report, x, trace, counts) = run_in::<f64, _>(p, obj.f64, spec, x0, gm.as_ref())?;
+            finish(p, spec, gm, (report, counts), x, None, trace)
         }
         Precision::F32 => {
             let x0: Vec<f32> = x0.iter().map(|&v| v as f32).collect();
-            let (report, x32, trace) = run_in::<f32, _>(p, obj.f32, spec, x0, gm.as_ref())?;
+            let (report, x32, trace, counts) = run_in::<f32, _>(p, obj.f32, spec, x0, gm.as_ref())?;
             let x = x32.iter().map(|&v| v as f64).collect();
-            finish(p, spec, gm, report, x, Some(x32), trace)
+            finish(p, spec, gm, (report, counts), x, Some(x32), trace)
         }
     }
 }
 
+/// Evaluation counts of a run.
+#[derive(Clone, Copy, Debug, Default)]
+struct Counts {
+    evals: usize,
+    hvps: usize,
+}
+
+/// An objective that counts the calls made to it (one counter per kind; atomics because
+/// objectives are shared with parallel code).
+struct Counting<'a, O: ?Sized> {
+    inner: &'a O,
+    evals: AtomicUsize,
+    hvps: AtomicUsize,
+}
+
+impl<T: Real, O: Objective<T> + ?Sized> Objective<T> for Counting<'_, O> {
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+    fn value(&self, x: &[T]) -> T {
+        self.evals.fetch_add(1, Ordering::Relaxed);
+        self.inner.value(x)
+    }
+    fn value_grad(&self, x: &[T], grad: &mut [T]) -> T {
+        self.evals.fetch_add(1, Ordering::Relaxed);
+        self.inner.value_grad(x, grad)
+    }
+    fn hvp(&self, x: &[T], v: &[T], out: &mut [T]) -> Result<()> {
+        self.hvps.fetch_add(1, Ordering::Relaxed);
+        self.inner.hvp(x, v, out)
+    }
+    fn fused_gd_step(&self, x: &mut [T], lr: T) -> Option<(T, f64)> {
+        let r = self.inner.fused_gd_step(x, lr);
+        if r.is_some() {
+            self.evals.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+type RunOut<T> = (Report, Vec<T>, Option<Trace>, Counts);
+
 fn run_in<T: Real, O: Objective<T> + ?Sized>(
+    p: &UfmProblem,
+    obj: &O,
+    spec: &SolveSpec,
+    x: Vec<T>,
+    gm: Option<&GlobalMinimum>,
+) -> Result<RunOut<T>> {
+    let counting = Counting {
+        inner: obj,
+        evals: AtomicUsize::new(0),
+        hvps: AtomicUsize::new(0),
+    };
+    let (report, x, trace) = run_counted(p, &counting, spec, x, gm)?;
+    // The executor re-evaluates the answer once at the end; that one is not the solver's.
+    let counts = Counts {
+        evals: counting.evals.load(Ordering::Relaxed).saturating_sub(1),
+        hvps: counting.hvps.load(Ordering::Relaxed),
+    };
+    Ok((report, x, trace, counts))
+}
+
+fn run_counted<T: Real, O: Objective<T> + ?Sized>(
     p: &UfmProblem,
     obj: &O,
     spec: &SolveSpec,
@@ -299,7 +373,7 @@ fn finish(
     p: &UfmProblem,
     spec: &SolveSpec,
     gm: Option<GlobalMinimum>,
-    report: Report,
+    (report, counts): (Report, Counts),
     x: Vec<f64>,
     x_f32: Option<Vec<f32>>,
     trace: Option<Trace>,
@@ -322,6 +396,10 @@ fn finish(
         gap,
         grad_norm,
         iterations: report.iterations,
+        evals: counts.evals,
+        evals_per_iter: (report.iterations > 0)
+            .then(|| counts.evals.saturating_sub(1) as f64 / report.iterations as f64),
+        hvps: counts.hvps,
         seconds: report.seconds,
         converged: report.converged,
         is_global_min,

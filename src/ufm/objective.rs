@@ -17,13 +17,15 @@
 //! It costs seven skinny GEMMs against the gradient's three, i.e. about two gradients, and is
 //! exact (no finite differences).
 //!
-//! **Implementation.** The samples are processed in blocks of [`BLOCK`] rows of $H^\top$ that
-//! fit in cache: each block's logits, loss gradients, its contribution to $\nabla_W f$ and its
-//! own $\nabla_H f$ rows are computed while the block is hot, so $H$ is streamed from memory
-//! once per evaluation (the textbook three-GEMM form reads it three times). Blocks run in
-//! parallel with rayon; per-thread partial sums of $\nabla_W f$ are reduced at the end.
-//! [`UfmProblem::gd_step_fused`] additionally applies the gradient-descent update to each block
-//! of $H$ in the same pass.
+//! **Implementation.** $f$, $(f,\nabla f)$ and the fused gradient step run the single-pass
+//! kernel of the private module `ufm::fused`: for a few samples at a time it computes the logits,
+//! the loss gradients, their contribution to $\nabla_W f$ and (for the step) the updated
+//! $h_i$, while the rows are in L1, so $H$ is streamed from memory once per evaluation (the
+//! textbook three-GEMM form reads it three times). Samples are cut into chunks that depend only
+//! on $N$; chunks run in parallel with rayon and their partial sums are added in chunk order,
+//! so results are the same bytes for any thread count. [`UfmProblem::gd_step_fused`] applies
+//! the update in the same pass. The Hessian-vector product works on blocks of [`BLOCK`] rows
+//! with GEMMs.
 
 use crate::real::Real;
 use crate::ufm::fused;
@@ -32,8 +34,8 @@ use ndarray::linalg::general_mat_mul;
 use ndarray::{s, Array2, ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
 
-/// Rows of $H^\top$ per block (a block of $512\times512$ f32 is 1 MiB, an L2-sized tile; 512 was
-/// as fast as or faster than 128 on the (10, 512, 5000) benchmark here).
+/// Rows of $H^\top$ per block of the Hessian-vector product (a block of $512\times512$ f32 is
+/// 1 MiB, an L2-sized tile).
 pub const BLOCK: usize = 512;
 
 fn sq_norm<T: Real>(a: &[T]) -> f64 {

@@ -195,11 +195,20 @@ pub fn run(args: SolveArgs) -> Result<()> {
         println!("device             {device}");
     }
     println!(
-        "solver {} ({:?}, seed {}): {} iterations in {:.4} s, {} (|grad f| = {:.3e}, tol {:.0e}){}",
+        "solver {} ({:?}, seed {}): {} iterations ({} evaluations{}{}) in {:.4} s, {} (|grad f| = {:.3e}, tol {:.0e}){}",
         r.solver,
         spec.precision,
         spec.seed,
         r.iterations,
+        s.evals,
+        s.evals_per_iter
+            .map(|e| format!(", {e:.2} per iteration"))
+            .unwrap_or_default(),
+        if s.hvps > 0 {
+            format!(", {} Hessian-vector products", s.hvps)
+        } else {
+            String::new()
+        },
         r.seconds,
         if r.converged {
             "converged"
