@@ -20,6 +20,7 @@
 //! | [`certify`] | convex nuclear-norm reformulation, FISTA + SVT with a certified duality gap, balanced factorization, minority-collapse sweep |
 //! | [`metrics`] | streaming class statistics and the NC metrics |
 //! | [`features`] | reading features, labels and classifiers from `.npy` (streamed), `.npz`, `.safetensors` |
+//! | [`npy`] | strict `.npy` header parser and checked `.npz` (zip) reader: sizes, names, CRC-32 |
 //! | [`backend`] | `Backend` trait: CPU reference and CUDA (NVRTC kernels in `kernels/`, cuBLAS), `--device` |
 //! | [`nn`] | network training with hand-written layers (MLP, ResNet-18), data sets, `ufm train`/`validate` |
 //! | [`linalg`] | faer-backed symmetric eigensolver and SVD |
@@ -59,6 +60,7 @@ pub mod limits;
 pub mod linalg;
 pub mod metrics;
 pub mod nn;
+pub mod npy;
 pub mod plot;
 pub mod real;
 pub mod solver;
