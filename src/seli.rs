@@ -38,7 +38,7 @@ use crate::certify::nonconvex_dual_bound;
 use crate::error::{Error, Result};
 use crate::io::write_atomic;
 use crate::linalg::sym_eigen;
-use crate::plot::{save_line_panels, LineChart, Series};
+use crate::plot::{save_panels, LineChart, Panel, Series};
 use crate::solver::{Executor, TrustRegionNewton};
 use crate::ufm::{Loss, UfmConfig};
 use ndarray::{Array1, Array2, ArrayView2};
@@ -486,9 +486,10 @@ pub fn read_csv(path: &Path) -> Result<Vec<SeliRow>> {
     Ok(rows)
 }
 
-/// Draws the four panels (distance to SELI of $WW^\top$, $M^\top M$, $WM$, and the distance of
-/// $WW^\top$ to an ETF) against $\log_{10}(1/\lambda)$, one curve per ratio, into
-/// `<stem>.png/.svg`.
+/// Draws five panels against $\log_{10}(1/\lambda)$, one curve per ratio, into
+/// `<stem>.png/.svg`: the distances to SELI of $WW^\top$, $M^\top M$ and $WM$, the distance of
+/// $WW^\top$ to a simplex ETF, and $\operatorname{dist}(WW^\top,\text{SELI})\cdot\ln(1/\lambda)$ (bounded when
+/// the distance decays like $1/\log(1/\lambda)$). Linear axes: the approach is logarithmically slow.
 pub fn plot(stem: &Path, rows: &[SeliRow]) -> Result<(PathBuf, PathBuf)> {
     let mut ratios: Vec<f64> = Vec::new();
     for r in rows {
@@ -496,37 +497,42 @@ pub fn plot(stem: &Path, rows: &[SeliRow]) -> Result<(PathBuf, PathBuf)> {
             ratios.push(r.ratio);
         }
     }
-    let panel = |title: &str, y: &str, get: fn(&SeliRow) -> f64| LineChart {
-        title: title.into(),
-        x_label: "log10(1/lambda)".into(),
-        y_label: y.into(),
-        log_y: true,
-        series: ratios
-            .iter()
-            .map(|&ratio| Series {
-                name: format!("R = {ratio}"),
-                points: rows
-                    .iter()
-                    .filter(|r| r.ratio == ratio)
-                    .map(|r| (-r.lambda.log10(), get(r)))
-                    .collect(),
-            })
-            .collect(),
+    let panel = |title: &str, y: &str, get: &dyn Fn(&SeliRow) -> f64| {
+        Panel::Lines(LineChart {
+            title: title.into(),
+            x_label: "log10(1/lambda)".into(),
+            y_label: y.into(),
+            log_y: false,
+            series: ratios
+                .iter()
+                .map(|&ratio| Series {
+                    name: format!("R = {ratio}"),
+                    points: rows
+                        .iter()
+                        .filter(|r| r.ratio == ratio)
+                        .map(|r| (-r.lambda.log10(), get(r)))
+                        .collect(),
+                })
+                .collect(),
+        })
     };
-    save_line_panels(
+    let dist = "normalised Frobenius distance";
+    save_panels(
         stem,
+        Some("CE UFM optimum (certified) vs SELI geometry as lambda -> 0"),
         &[
-            panel("W W^T vs SELI", "normalised distance", |r| r.dist_w),
-            panel("class-mean Gram vs SELI", "normalised distance", |r| {
-                r.dist_means
-            }),
-            panel("logits W M vs SEL matrix", "normalised distance", |r| {
-                r.dist_logits
-            }),
-            panel("W W^T vs simplex ETF", "normalised distance", |r| {
-                r.w_to_etf
-            }),
+            panel("W W^T vs (Zhat Zhat^T)^1/2", dist, &|r| r.dist_w),
+            panel("class-mean Gram vs SELI", dist, &|r| r.dist_means),
+            panel("class-mean logits W M vs C", dist, &|r| r.dist_logits),
+            panel("W W^T vs simplex ETF", dist, &|r| r.w_to_etf),
+            panel(
+                "rate: dist(W W^T, SELI) x ln(1/lambda)",
+                "distance x ln(1/lambda)",
+                &|r| r.dist_w * (1.0 / r.lambda).ln(),
+            ),
         ],
+        3,
+        (700, 500),
     )
 }
 

@@ -553,3 +553,91 @@ pub fn hessian_spectrum(p: &SphereProblem, x: &[f64], zero_tol: f64) -> Result<S
         dim: vals.len(),
     })
 }
+
+/// One random start of [`code_study`].
+#[derive(Clone, Debug, Serialize)]
+pub struct StartResult {
+    /// Seed of the start.
+    pub seed: u64,
+    /// $g$ at the end.
+    pub objective: f64,
+    /// $\lVert\operatorname{grad}g\rVert$ at the end.
+    pub grad_norm: f64,
+    /// Whether the trust region converged.
+    pub converged: bool,
+    /// $\min_km_k$ of the classifier.
+    pub min_margin: f64,
+    /// Largest cosine between classifier rows.
+    pub max_cosine: f64,
+}
+
+/// The normalized UFM with one sample per class at a spherical code's $(K,d)$: the code itself
+/// (as the collapsed point $h_k=w_k$, polished by trust region) against random starts.
+#[derive(Clone, Debug, Serialize)]
+pub struct CodeStudy {
+    /// The code.
+    pub code: String,
+    /// $K$.
+    pub n_classes: usize,
+    /// $d$.
+    pub dim: usize,
+    /// $\tau$.
+    pub tau: f64,
+    /// Closed-form margin of the code.
+    pub code_margin: f64,
+    /// $g$ at the code (after polishing; a critical point stays put).
+    pub code_objective: f64,
+    /// $\lVert\operatorname{grad}g\rVert$ at the code before polishing.
+    pub code_grad_norm: f64,
+    /// $\min_km_k$ after polishing from the code.
+    pub code_point_margin: f64,
+    /// The random starts.
+    pub starts: Vec<StartResult>,
+}
+
+/// Runs [`CodeStudy`] for `code` with `starts` random starts (seeds `seed..seed+starts`).
+pub fn code_study(
+    code: crate::geometry::Code,
+    tau: f64,
+    starts: usize,
+    seed: u64,
+    opts: &RtrOptions,
+) -> Result<CodeStudy> {
+    let (k, d) = code.dims();
+    let p = SphereProblem::new(vec![1; k], d, tau)?;
+    let mopts = crate::geometry::MarginOptions::default();
+    let margin_of = |x: &[f64]| -> Result<(f64, f64)> {
+        let (w, _) = p.split(x);
+        let m = crate::geometry::margins(w, true, &mopts)?;
+        Ok((m.min_margin, m.max_cosine.unwrap_or(f64::NAN)))
+    };
+    let mut x = p.collapsed_point(code.build()?.view())?;
+    let (_, g0, _) = p.riemannian_grad(&x);
+    let r = riemannian_trust_region(&p, &mut x, opts)?;
+    let (code_point_margin, _) = margin_of(&x)?;
+    let mut out = Vec::with_capacity(starts);
+    for s in 0..starts as u64 {
+        let mut x = p.random_point(seed + s);
+        let rs = riemannian_trust_region(&p, &mut x, opts)?;
+        let (min_margin, max_cosine) = margin_of(&x)?;
+        out.push(StartResult {
+            seed: seed + s,
+            objective: rs.objective,
+            grad_norm: rs.grad_norm,
+            converged: rs.converged,
+            min_margin,
+            max_cosine,
+        });
+    }
+    Ok(CodeStudy {
+        code: code.to_string(),
+        n_classes: k,
+        dim: d,
+        tau,
+        code_margin: code.margin(),
+        code_objective: r.objective,
+        code_grad_norm: norm(&g0),
+        code_point_margin,
+        starts: out,
+    })
+}

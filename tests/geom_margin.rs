@@ -2,6 +2,9 @@
 //! codes, invariance under rotations and permutations, a brute-force reference on random
 //! instances, and the margin geometry of UFM solutions with K > d+1.
 
+// Index loops mirror the formulas of the slow references.
+#![allow(clippy::needless_range_loop)]
+
 use ndarray::Array2;
 use proptest::prelude::*;
 use rand::SeedableRng;

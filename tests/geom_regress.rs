@@ -2,6 +2,9 @@
 //! derivatives, the singular-value-thresholding closed form against L-BFGS from random starts,
 //! NRC1-3 at and away from the optimum, and NRC against a slow reference written here.
 
+// Index loops mirror the formulas of the slow references.
+#![allow(clippy::needless_range_loop)]
+
 use ndarray::{Array1, Array2};
 use proptest::prelude::*;
 use rand::SeedableRng;
@@ -297,7 +300,7 @@ fn nrc_matches_a_slow_reference() {
             5 + seed as usize,
             2 + seed as usize % 3,
         );
-        let h = gaussian(m, d, seed) + &gaussian(1, d, seed + 100).row(0);
+        let h = gaussian(m, d, seed) + gaussian(1, d, seed + 100).row(0);
         let y = random_targets(m, n, 0.4, seed + 7).unwrap();
         let w = gaussian(n, d, seed + 3);
         let a = nrc1(h.view(), n).unwrap();

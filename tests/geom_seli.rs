@@ -2,6 +2,9 @@
 //! SVD of the SEL matrix, and the certified CE optimum approaching SELI as lambda -> 0 for
 //! imbalance ratios 1, 10 and 100.
 
+// Index loops mirror the formulas of the slow references.
+#![allow(clippy::needless_range_loop)]
+
 use ndarray::Array2;
 use ufm::certify::ConvexOptions;
 use ufm::seli::{normalized_distance, seli_geometry, seli_point, step_sizes};

@@ -2,6 +2,9 @@
 //! differences along retractions and geodesics, global optimality from random starts, the
 //! Hessian at the ETF and at a constructed strict saddle.
 
+// Index loops mirror the formulas of the slow references.
+#![allow(clippy::needless_range_loop)]
+
 use proptest::prelude::*;
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
@@ -116,7 +119,7 @@ fn hessian_at_the_etf_is_psd_with_the_rotation_orbit_as_null_space() {
 #[test]
 fn antipodal_features_give_a_strict_saddle_that_trust_region_escapes() {
     let p = SphereProblem::new(vec![2; 4], 5, 4.0).unwrap();
-    let mut x = p.antipodal_point(3).unwrap();
+    let x = p.antipodal_point(3).unwrap();
     let (f, g, _) = p.riemannian_grad(&x);
     assert!(dot(&g, &g).sqrt() < 1e-12, "not critical");
     let s = hessian_spectrum(&p, &x, 1e-8).unwrap();

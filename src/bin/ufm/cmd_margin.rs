@@ -9,6 +9,7 @@ use ufm::geometry::{margins, reference_code, Code, MarginOptions, MarginReport};
 
 /// Arguments of `ufm margin`.
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 #[command(
     after_help = "The margin of class k is the distance from w_k to the convex hull of the \
 other classes (Jiang et al., arXiv 2310.05351), computed exactly by Wolfe's minimum-norm-point \
@@ -17,6 +18,8 @@ Examples:\n  ufm margin --config icosahedron\n  ufm margin --config e8 --json\n 
 ufm margin --weights W.npy --per-class\n  ufm solve --classes 12 --dim 3 --save s.npz && ufm margin --weights s.npz"
 )]
 pub struct MarginArgs {
+    #[command(subcommand)]
+    pub sub: Option<MarginSub>,
     /// Classifier W (K x d, one row per class) as .npy, or an .npz holding `W` (as written by
     /// `ufm solve --save` and `ufm sphere --save`).
     #[arg(
@@ -44,6 +47,71 @@ pub struct MarginArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum MarginSub {
+    /// The normalized UFM at the (K, d) of each code (one sample per class): the code as a
+    /// start against random starts; writes STEM.csv and STEM.json.
+    Table(TableArgs),
+}
+
+/// Arguments of `ufm margin table`.
+#[derive(Args, Debug)]
+pub struct TableArgs {
+    /// Output stem.
+    #[arg(long, default_value = "paper_figs/gnc_codes")]
+    pub out: PathBuf,
+    /// Codes to study.
+    #[arg(long, value_delimiter = ',', default_value = "icosahedron,e8,higman-sims,mclaughlin")]
+    pub codes: Vec<String>,
+    /// Temperature tau of the normalized UFM.
+    #[arg(long, default_value_t = 10.0, allow_negative_numbers = true)]
+    pub tau: f64,
+    /// Random starts per code.
+    #[arg(long, default_value_t = 4)]
+    pub starts: usize,
+    /// Seed of the first random start.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Maximum trust-region iterations per start.
+    #[arg(long, default_value_t = 300)]
+    pub max_iter: usize,
+}
+
+fn table(t: TableArgs) -> Result<()> {
+    let opts = ufm::sphere::RtrOptions {
+        max_iter: t.max_iter,
+        ..Default::default()
+    };
+    let mut studies = Vec::new();
+    let mut csv = String::from(
+        "code,K,d,tau,code_margin,code_objective,code_grad_norm,start_seed,objective,grad_norm,converged,min_margin,margin_ratio,max_cosine\n",
+    );
+    println!("code            K    d  tau   margin     g(code)       seed  g(start)      min margin  ratio");
+    for name in &t.codes {
+        let code: Code = name.parse()?;
+        let s = ufm::sphere::code_study(code, t.tau, t.starts, t.seed, &opts)?;
+        for r in &s.starts {
+            csv.push_str(&format!(
+                "{},{},{},{},{:.17e},{:.17e},{:.3e},{},{:.17e},{:.3e},{},{:.17e},{:.17e},{:.17e}\n",
+                s.code, s.n_classes, s.dim, s.tau, s.code_margin, s.code_objective, s.code_grad_norm,
+                r.seed, r.objective, r.grad_norm, r.converged, r.min_margin, r.min_margin / s.code_margin, r.max_cosine
+            ));
+            println!(
+                "{:<14} {:4} {:3} {:4} {:.7} {:.6e}  {:5}  {:.6e}  {:.7}  {:.6}",
+                s.code, s.n_classes, s.dim, s.tau, s.code_margin, s.code_objective, r.seed,
+                r.objective, r.min_margin, r.min_margin / s.code_margin
+            );
+        }
+        studies.push(s);
+    }
+    let csv_path = t.out.with_extension("csv");
+    let json_path = t.out.with_extension("json");
+    ufm::io::write_atomic(&csv_path, csv.as_bytes())?;
+    ufm::io::write_atomic(&json_path, serde_json::to_string_pretty(&studies)?.as_bytes())?;
+    println!("data written to {} and {}", csv_path.display(), json_path.display());
+    Ok(())
 }
 
 /// A closed-form or best-known value to compare with.
@@ -91,6 +159,9 @@ pub fn read_weights(path: &Path) -> Result<ndarray::Array2<f64>> {
 }
 
 pub fn run(args: MarginArgs) -> Result<()> {
+    if let Some(MarginSub::Table(t)) = args.sub {
+        return table(t);
+    }
     let opts = MarginOptions {
         tol: args.tol,
         ..MarginOptions::default()
