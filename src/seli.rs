@@ -318,7 +318,7 @@ impl Default for SeliSpec {
             minor_classes: 2,
             minority_size: 10,
             ratios: vec![1.0, 10.0, 100.0],
-            lambdas: crate::certify::imbalance::log_grid(1e-2, 1e-8, 13),
+            lambdas: crate::certify::imbalance::log_grid(1e-2, 1e-12, 11),
             bias: false,
             convex: ConvexOptions {
                 max_iter: 20_000,

@@ -19,7 +19,7 @@
 //! $(21,162)$ of Jiang et al. (arXiv 2310.05351; the authors' `hardmax_solution.py` runs exactly
 //! these pairs), all universally optimal spherical codes (Cohn & Kumar, JAMS 2007, Table 1).
 //!
-//! **The two graph codes.** The extended binary Golay code (the cyclic $[23,12,7]$ code with
+//! **The two graph codes.** The extended binary Golay code (the cyclic $(23,12,7)$ code — length, dimension, distance — with
 //! generator $g(x)=1+x+x^5+x^6+x^7+x^9+x^{11}$ plus a parity bit) gives the Steiner systems
 //! $S(4,7,23)$ (its 253 weight-7 words) and $S(5,8,24)$ (759 octads), hence $S(3,6,22)$ (the 77
 //! octads through two fixed coordinates, with those removed).

@@ -63,7 +63,11 @@ pub struct TableArgs {
     #[arg(long, default_value = "paper_figs/gnc_codes")]
     pub out: PathBuf,
     /// Codes to study.
-    #[arg(long, value_delimiter = ',', default_value = "icosahedron,e8,higman-sims,mclaughlin")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "icosahedron,e8,higman-sims,mclaughlin"
+    )]
     pub codes: Vec<String>,
     /// Temperature tau of the normalized UFM.
     #[arg(long, default_value_t = 10.0, allow_negative_numbers = true)]
@@ -95,13 +99,33 @@ fn table(t: TableArgs) -> Result<()> {
         for r in &s.starts {
             csv.push_str(&format!(
                 "{},{},{},{},{:.17e},{:.17e},{:.3e},{},{:.17e},{:.3e},{},{:.17e},{:.17e},{:.17e}\n",
-                s.code, s.n_classes, s.dim, s.tau, s.code_margin, s.code_objective, s.code_grad_norm,
-                r.seed, r.objective, r.grad_norm, r.converged, r.min_margin, r.min_margin / s.code_margin, r.max_cosine
+                s.code,
+                s.n_classes,
+                s.dim,
+                s.tau,
+                s.code_margin,
+                s.code_objective,
+                s.code_grad_norm,
+                r.seed,
+                r.objective,
+                r.grad_norm,
+                r.converged,
+                r.min_margin,
+                r.min_margin / s.code_margin,
+                r.max_cosine
             ));
             println!(
                 "{:<14} {:4} {:3} {:4} {:.7} {:.6e}  {:5}  {:.6e}  {:.7}  {:.6}",
-                s.code, s.n_classes, s.dim, s.tau, s.code_margin, s.code_objective, r.seed,
-                r.objective, r.min_margin, r.min_margin / s.code_margin
+                s.code,
+                s.n_classes,
+                s.dim,
+                s.tau,
+                s.code_margin,
+                s.code_objective,
+                r.seed,
+                r.objective,
+                r.min_margin,
+                r.min_margin / s.code_margin
             );
         }
         studies.push(s);
@@ -109,8 +133,15 @@ fn table(t: TableArgs) -> Result<()> {
     let csv_path = t.out.with_extension("csv");
     let json_path = t.out.with_extension("json");
     ufm::io::write_atomic(&csv_path, csv.as_bytes())?;
-    ufm::io::write_atomic(&json_path, serde_json::to_string_pretty(&studies)?.as_bytes())?;
-    println!("data written to {} and {}", csv_path.display(), json_path.display());
+    ufm::io::write_atomic(
+        &json_path,
+        serde_json::to_string_pretty(&studies)?.as_bytes(),
+    )?;
+    println!(
+        "data written to {} and {}",
+        csv_path.display(),
+        json_path.display()
+    );
     Ok(())
 }
 

@@ -69,10 +69,10 @@ pub struct FigureArgs {
     #[arg(long, default_value_t = 1e-2)]
     pub lambda_max: f64,
     /// Smallest lambda.
-    #[arg(long, default_value_t = 1e-8)]
+    #[arg(long, default_value_t = 1e-12)]
     pub lambda_min: f64,
     /// Number of lambdas.
-    #[arg(long, default_value_t = 13)]
+    #[arg(long, default_value_t = 11)]
     pub points: usize,
     /// Add an unregularised bias.
     #[arg(long)]
