@@ -27,6 +27,10 @@
 //! | [`limits`] | memory estimates checked before large allocations |
 //! | [`io`] | atomic writes (exclusive temporary files, stale-temp cleanup), run-directory locks, `.npz` export and import of UFM points |
 //! | [`plot`] | PNG + SVG figures with an embedded font |
+//! | [`geometry`] | one-vs-rest margins for $K>d+1$ (Wolfe's exact min-norm point, certified) and exact spherical codes (icosahedron, $E_8$, Higman–Sims, McLaughlin) |
+//! | [`seli`] | the SELI geometry of imbalanced classes and the distance of certified optima to it |
+//! | [`regression`] | the regression UFM and its closed form (NRC metrics in [`metrics::nrc`]) |
+//! | [`sphere`] | the normalized UFM on spheres: Riemannian gradient/Hessian, trust region, certificates |
 //!
 //! Everything numerical is generic over [`Real`] (`f64` for theory checks, `f32` for speed).
 //!
@@ -54,6 +58,7 @@ pub mod backend;
 pub mod certify;
 pub mod error;
 pub mod features;
+pub mod geometry;
 pub mod io;
 pub mod landscape;
 pub mod limits;
@@ -63,7 +68,10 @@ pub mod nn;
 pub mod npy;
 pub mod plot;
 pub mod real;
+pub mod regression;
+pub mod seli;
 pub mod solver;
+pub mod sphere;
 pub mod ufm;
 
 pub use error::{Error, Result};

@@ -26,6 +26,7 @@
 //! | [`equinorm_h`/`_w`](nc2::equinorm) | $\operatorname{std}_k\lVert v_k\rVert/\operatorname{mean}_k\lVert v_k\rVert$ | Papyan et al. (2020) |
 //! | [`equiangular_h`/`_w`](nc2::equiangular) | $\frac1{K(K-1)}\sum_{k\ne l}\lvert\cos\angle(v_k,v_l)+\frac1{K-1}\rvert$ | Papyan et al. (2020) |
 //! | [`nc3_papyan`](nc3::nc3_papyan) | $\lVert W/\lVert W\rVert_F-\bar M^\top/\lVert\bar M\rVert_F\rVert_F^2$ | Papyan et al. (2020) |
+//! | [`nrc1`/`nrc2`/`nrc3`](nrc) | regression collapse: features in the top-$n$ PCA subspace / row space of $W$; $WW^\top\propto(\Sigma^{1/2}-\gamma^{1/2}I)_+$ | Andriopoulos et al. (NeurIPS 2024) |
 //! | [`ncc_agreement`](compute) | $\frac1N\#\{i:\arg\min_k\lVert h_i-\mu_k\rVert=\arg\max_k(Wh_i+b)_k\}$ | Papyan et al. (2020) NC4; rhubarbwu |
 //!
 //! [`compute::compute_metrics`] computes any selection of them by name from a feature stream
@@ -38,6 +39,7 @@ pub mod nc1;
 pub mod nc2;
 pub mod nc3;
 pub mod nc4;
+pub mod nrc;
 pub mod stats;
 
 pub use compute::{

@@ -32,4 +32,12 @@ pub enum Command {
     Validate(crate::cmd_validate::ValidateArgs),
     /// Plot NC1..NC4 and accuracies against epoch for one or more validated runs.
     Plot(crate::cmd_plot::PlotArgs),
+    /// One-vs-rest margins (generalized NC, K > d+1) of a classifier or a named spherical code.
+    Margin(crate::cmd_margin::MarginArgs),
+    /// Distance of the certified CE optimum to the SELI geometry of imbalanced classes; `seli figure`.
+    Seli(crate::cmd_seli::SeliArgs),
+    /// Regression UFM: closed form vs L-BFGS and NRC1-3; `regress metrics` for files.
+    Regress(crate::cmd_regress::RegressArgs),
+    /// Normalized UFM on spheres: Riemannian trust region, closed form, Hessian certificates.
+    Sphere(crate::cmd_sphere::SphereArgs),
 }

@@ -84,6 +84,10 @@ pub struct MetricsArgs {
     /// Write one CSV row per file to PATH ('-' for stdout).
     #[arg(long, value_name = "PATH")]
     pub csv: Option<String>,
+    /// Regression targets (N x n .npy): report NRC1-3 (Andriopoulos et al. 2024) of --features
+    /// (N x d .npy, or one bundle FILE.npz) and --weights (n x d) instead of NC metrics.
+    #[arg(long, value_name = "Y.npy")]
+    pub targets: Option<PathBuf>,
     /// List the metric names with their definitions and exit.
     #[arg(long)]
     pub list_metrics: bool,
@@ -96,6 +100,17 @@ struct Run {
 }
 
 pub fn run(args: MetricsArgs) -> Result<()> {
+    if let Some(t) = &args.targets {
+        if args.files.len() > 1 {
+            bail!(
+                "--targets takes one bundle FILE.npz or --features, not {} files",
+                args.files.len()
+            );
+        }
+        let bundle = args.files.first().map(PathBuf::as_path);
+        let (f, w) = (args.features.as_deref(), args.weights.as_deref());
+        return crate::cmd_regress::metrics_from_files(Some(t), f, bundle, w, None, args.json);
+    }
     if args.list_metrics {
         for m in Metric::ALL {
             println!("{:<16} {}", m.name(), m.description());

@@ -4,9 +4,13 @@
 mod cli;
 mod cmd_certify;
 mod cmd_landscape;
+mod cmd_margin;
 mod cmd_metrics;
 mod cmd_plot;
+mod cmd_regress;
+mod cmd_seli;
 mod cmd_solve;
+mod cmd_sphere;
 mod cmd_train;
 mod cmd_validate;
 
@@ -32,6 +36,10 @@ fn main() -> ExitCode {
         cli::Command::Train(args) => cmd_train::run(args),
         cli::Command::Validate(args) => cmd_validate::run(args),
         cli::Command::Plot(args) => cmd_plot::run(args),
+        cli::Command::Margin(args) => cmd_margin::run(args),
+        cli::Command::Seli(args) => cmd_seli::run(args),
+        cli::Command::Regress(args) => cmd_regress::run(args),
+        cli::Command::Sphere(args) => cmd_sphere::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
