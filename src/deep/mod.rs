@@ -498,11 +498,12 @@ impl DeepUfm {
             let nc2_etf = nc2::nc2_h(&stats, GlobalMean::Weighted)?;
             let means = &stats.means; // K x d, uncentred
             let gram = means.dot(&means.t());
+            // NaN as soon as one pair is undefined (a zero class mean): f64::max would skip it.
             let mut max_cos: f64 = 0.0;
             for i in 0..k {
                 for j in 0..i {
                     let c = gram[[i, j]] / (gram[[i, i]] * gram[[j, j]]).sqrt();
-                    max_cos = if c.is_nan() {
+                    max_cos = if c.is_nan() || max_cos.is_nan() {
                         f64::NAN
                     } else {
                         max_cos.max(c.abs())
