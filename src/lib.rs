@@ -17,6 +17,7 @@
 //! | [`ufm`] | problem definition, losses, objective/gradient/Hessian-vector product, closed forms, ETFs |
 //! | [`solver`] | gradient descent, L-BFGS, trust-region Newton-CG, executor and trace observers |
 //! | [`landscape`] | Hessian spectra, strict saddles, saddle escape, random-init sweeps |
+//! | [`deep`] | deep linear UFM (certified closed-form optimum) and deep ReLU UFM (DNC vs low-rank SRG configuration) |
 //! | [`certify`] | convex nuclear-norm reformulation, FISTA + SVT with a certified duality gap, balanced factorization, minority-collapse sweep |
 //! | [`metrics`] | streaming class statistics and the NC metrics |
 //! | [`features`] | reading features, labels and classifiers from `.npy` (streamed), `.npz`, `.safetensors` |
@@ -56,6 +57,7 @@
 
 pub mod backend;
 pub mod certify;
+pub mod deep;
 pub mod error;
 pub mod features;
 pub mod geometry;

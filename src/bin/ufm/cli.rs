@@ -26,6 +26,8 @@ pub enum Command {
     Landscape(crate::cmd_landscape::LandscapeArgs),
     /// Certify global optimality through the convex (nuclear-norm) reformulation; `certify figure` draws the imbalance geometry.
     Certify(crate::cmd_certify::CertifyArgs),
+    /// Deep UFMs: `linear` (certified optimum), `relu` (DNC vs low-rank SRG), `figures`.
+    Deep(crate::cmd_deep::DeepArgs),
     /// Train a network (MLP / ResNet-18) on MNIST or CIFAR-10 with hand-written layers.
     Train(crate::cmd_train::TrainArgs),
     /// NC metrics and accuracies of every checkpoint of a training run.

@@ -3,6 +3,7 @@
 
 mod cli;
 mod cmd_certify;
+mod cmd_deep;
 mod cmd_landscape;
 mod cmd_margin;
 mod cmd_metrics;
@@ -33,6 +34,7 @@ fn main() -> ExitCode {
         cli::Command::Saddles(args) => cmd_landscape::run_saddles(args),
         cli::Command::Landscape(args) => cmd_landscape::run_landscape(args),
         cli::Command::Certify(args) => cmd_certify::run(args),
+        cli::Command::Deep(args) => cmd_deep::run(args),
         cli::Command::Train(args) => cmd_train::run(args),
         cli::Command::Validate(args) => cmd_validate::run(args),
         cli::Command::Plot(args) => cmd_plot::run(args),
