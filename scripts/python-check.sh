@@ -9,9 +9,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${UFM_PY_VENV:-target/python-venv}
+case $VENV in /*) ;; *) VENV="$PWD/$VENV" ;; esac
 PROFILE=${UFM_PY_PROFILE:-dev}
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-export PATH="$PWD/$VENV/bin:$PATH"   # the maturin build backend runs the `maturin` executable
+export PATH="$VENV/bin:$PATH"   # the maturin build backend runs the `maturin` executable
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check "maturin>=1.9.4,<2" numpy pytest
 if [ "${UFM_PY_TORCH:-0}" = 1 ]; then
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check torch

@@ -890,6 +890,19 @@ fn hessian<'py>(
     Ok(d)
 }
 
+/// Panics inside the library call wrapper, on a rayon worker thread when `in_pool` (for the
+/// test that a panic reaches Python as a RuntimeError, never as a PanicException).
+#[pyfunction]
+#[pyo3(signature = (in_pool=false))]
+fn _test_panic(py: Python<'_>, in_pool: bool) -> PyResult<()> {
+    run(py, "_test_panic", || -> ufm::Result<()> {
+        if in_pool {
+            rayon::scope(|s| s.spawn(|_| panic!("deliberate panic in a worker thread")));
+        }
+        panic!("deliberate panic")
+    })
+}
+
 // ---------------------------------------------------------------------------------------------
 
 /// The compiled part of the `ufm` package.
@@ -900,6 +913,7 @@ fn _ufm(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(solve, m)?)?;
     m.add_function(wrap_pyfunction!(certify, m)?)?;
     m.add_function(wrap_pyfunction!(hessian, m)?)?;
+    m.add_function(wrap_pyfunction!(_test_panic, m)?)?;
     m.add_class::<NcAccumulator>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add(

@@ -107,3 +107,14 @@ def test_positional_misuse_is_a_type_error():
         ufm.solve(3)
     with pytest.raises(TypeError):
         ufm.metrics(H)
+
+
+def test_a_library_panic_is_a_runtime_error_not_a_panic_exception():
+    from ufm import _ufm
+
+    for in_pool in (False, True):
+        with pytest.raises(RuntimeError, match=r"internal error in ufm \(_test_panic\): deliberate panic") as e:
+            _ufm._test_panic(in_pool)
+        assert type(e.value) is RuntimeError
+    # The interpreter and the library still work afterwards.
+    assert ufm.metrics(H, Y)["n_samples"] == 60
