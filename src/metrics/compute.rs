@@ -384,7 +384,7 @@ impl MetricsReport {
         }
     }
 
-    fn slot(&mut self, m: Metric) -> &mut Option<f64> {
+    pub(crate) fn slot(&mut self, m: Metric) -> &mut Option<f64> {
         match m {
             Metric::Nc1 => &mut self.nc1,
             Metric::Nc1Papyan => &mut self.nc1_papyan,

@@ -30,10 +30,15 @@
 //! | [`ncc_agreement`](compute) | $\frac1N\#\{i:\arg\min_k\lVert h_i-\mu_k\rVert=\arg\max_k(Wh_i+b)_k\}$ | Papyan et al. (2020) NC4; rhubarbwu |
 //!
 //! [`compute::compute_metrics`] computes any selection of them by name from a feature stream
-//! (in memory or a file, see [`crate::features`]).
+//! (in memory or a file, see [`crate::features`]);
+//! [`from_stats::metrics_from_stats`] computes them (all but `ncc_agreement`) from a
+//! [`ClassStats`] accumulator fed batch by batch (small batches gathered into blocks by
+//! [`BufferedStats`]), merged across shards, or saved and restored ([`stats::persist`]).
 
+pub mod buffered;
 pub mod compute;
 pub mod distance;
+pub mod from_stats;
 mod kernels;
 pub mod nc1;
 pub mod nc2;
@@ -42,10 +47,12 @@ pub mod nc4;
 pub mod nrc;
 pub mod stats;
 
+pub use buffered::BufferedStats;
 pub use compute::{
     compute_metrics, FeatureChunk, FeatureStream, InMemory, Metric, MetricsConfig, MetricsReport,
     Strategy,
 };
+pub use from_stats::metrics_from_stats;
 pub use stats::{ClassStats, FeatureStats};
 
 use crate::error::Result;

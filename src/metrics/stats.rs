@@ -25,6 +25,9 @@ use crate::real::Real;
 use ndarray::{Array1, Array2, ArrayView2, Axis};
 use rayon::prelude::*;
 
+pub mod persist;
+pub use persist::CLASS_STATS_VERSION;
+
 /// Rows per parallel work item in [`ClassStats::push`].
 const CHUNK: usize = 2048;
 
