@@ -23,6 +23,7 @@
 //! | [`backend`] | `Backend` trait: CPU reference and CUDA (NVRTC kernels in `kernels/`, cuBLAS), `--device` |
 //! | [`nn`] | network training with hand-written layers (MLP, ResNet-18), data sets, `ufm train`/`validate` |
 //! | [`linalg`] | faer-backed symmetric eigensolver and SVD |
+//! | [`par`] | deterministic parallel reductions (fixed partition, partial sums combined in order) |
 //! | [`io`] | atomic writes, `.npz` export and import of UFM points |
 //! | [`plot`] | PNG + SVG figures with an embedded font |
 //!
@@ -57,6 +58,7 @@ pub mod landscape;
 pub mod linalg;
 pub mod metrics;
 pub mod nn;
+pub mod par;
 pub mod plot;
 pub mod real;
 pub mod solver;
