@@ -26,6 +26,7 @@
 //! | [`nn`] | network training with hand-written layers (MLP, ResNet-18), data sets, `ufm train`/`validate` |
 //! | [`linalg`] | faer-backed symmetric eigensolver and SVD |
 //! | [`limits`] | memory estimates checked before large allocations |
+//! | [`par`] | deterministic parallel reductions (fixed partition, partial sums combined in order) |
 //! | [`io`] | atomic writes (exclusive temporary files, stale-temp cleanup), run-directory locks, `.npz` export and import of UFM points |
 //! | [`plot`] | PNG + SVG figures with an embedded font |
 //! | [`geometry`] | one-vs-rest margins for $K>d+1$ (Wolfe's exact min-norm point, certified) and exact spherical codes (icosahedron, $E_8$, Higman–Sims, McLaughlin) |
@@ -68,6 +69,7 @@ pub mod linalg;
 pub mod metrics;
 pub mod nn;
 pub mod npy;
+pub mod par;
 pub mod plot;
 pub mod real;
 pub mod regression;

@@ -68,7 +68,8 @@ def all_metrics(h, y, k, w=None, b=None, global_mean="weighted"):
             np.sum((w / np.linalg.norm(w) - mbar / np.linalg.norm(mbar)) ** 2)
         )
         bb = np.zeros(k) if b is None else np.asarray(b, dtype=np.float64)
-        out["bias"] = float(np.linalg.norm(w @ mu_g + bb))
+        if b is not None:  # as `ufm metrics`: without b the bias metric is left out
+            out["bias"] = float(np.linalg.norm(w @ mu_g + bb))
         # Nearest class centre vs the classifier's decision, ties to the smaller index.
         dist = ((h[:, None, :] - means[None, :, :]) ** 2).sum(axis=2)
         logits = h @ w.T + bb

@@ -94,6 +94,12 @@ pub fn metrics_from_stats(
                         format!("metric `{m}` needs the classifier W"),
                     ));
                 }
+                if m.needs_bias() && b.is_none() {
+                    return Err(Error::param(
+                        "--metrics",
+                        format!("metric `{m}` needs the bias b (zeros for a network without bias)"),
+                    ));
+                }
                 if m.needs_projection() && !has_scatter {
                     return Err(Error::param(
                         "--metrics",
@@ -111,6 +117,7 @@ pub fn metrics_from_stats(
             .copied()
             .filter(|&m| {
                 (w.is_some() || !m.needs_classifier())
+                    && (b.is_some() || !m.needs_bias())
                     && m != Metric::NccAgreement
                     && (has_scatter || !m.needs_projection())
             })
@@ -145,7 +152,7 @@ pub fn metrics_from_stats(
     for &m in &metrics {
         let v = match m {
             Metric::Nc1 => nc1::nc1_from_projection(need_p()?, &g, rtol)?,
-            Metric::Nc1Papyan => nc1::nc1_papyan_from_projection(need_p()?, &g)?,
+            Metric::Nc1Papyan => nc1::nc1_papyan_from_projection(need_p()?, &g, rtol)?,
             Metric::Nc1TraceRatio => nc1::nc1_trace_ratio(stats, gm),
             Metric::Cdnv => nc1::cdnv(stats),
             Metric::Nc2W => nc2::nc2_w(need_w()?)?,

@@ -19,7 +19,7 @@
 //! | [`nc2_h`](nc2::nc2_h) | the same on $\bar M^\top\bar M$ (class means) | rhubarbwu `simplex_etf_error` |
 //! | [`nc3`](nc3::nc3) | $\big\lVert\frac{W\bar M}{\lVert W\bar M\rVert_F}-E\big\rVert_F$ | original (`WH_relation_metric`) |
 //! | [`bias`](nc4::bias_collapse) | $\lVert W\mu_G+b\rVert_2$ | original (`Wh_b_relation_metric`, sign as fixed in 71e0c53) |
-//! | [`nc1_papyan`](nc1::nc1_papyan) | $\operatorname{tr}(\Sigma_W\Sigma_B^{\dagger_{K-1}})$, top $K-1$, no $\frac1K$ | Papyan, Han & Donoho (PNAS 2020) |
+//! | [`nc1_papyan`](nc1::nc1_papyan) | $\operatorname{tr}(\Sigma_W\Sigma_B^\dagger)$, top $\min(K-1,\text{rank})$, no $\frac1K$ | Papyan, Han & Donoho (PNAS 2020) |
 //! | [`nc1_trace_ratio`](nc1::nc1_trace_ratio) | $\operatorname{tr}\Sigma_W/\operatorname{tr}\Sigma_B$ | Tirer, Huang & Niles-Weed (ICML 2023) |
 //! | [`cdnv`](nc1::cdnv) | $\binom K2^{-1}\sum_{k<l}\frac{(V_k+V_l)/2}{\lVert\mu_k-\mu_l\rVert^2}$ | Galanti, György & Hutter (ICLR 2022) |
 //! | [`nc2_w_centered`](nc2::nc2_w_centered) | ETF error of $\tilde W\tilde W^\top$, $\tilde W=W-\mathbf 1\bar w^\top$ | Zhou et al. (ICML 2022) MSE repo, `nc_loss` |

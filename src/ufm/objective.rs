@@ -20,11 +20,18 @@
 //! **Implementation.** The samples are processed in blocks of [`BLOCK`] rows of $H^\top$ that
 //! fit in cache: each block's logits, loss gradients, its contribution to $\nabla_W f$ and its
 //! own $\nabla_H f$ rows are computed while the block is hot, so $H$ is streamed from memory
-//! once per evaluation (the textbook three-GEMM form reads it three times). Blocks run in
-//! parallel with rayon; per-thread partial sums of $\nabla_W f$ are reduced at the end.
+//! once per evaluation (the textbook three-GEMM form reads it three times).
 //! [`UfmProblem::gd_step_fused`] additionally applies the gradient-descent update to each block
 //! of $H$ in the same pass.
+//!
+//! **Determinism.** Consecutive blocks are grouped into at most [`MAX_LANES`] lanes by a rule
+//! that depends only on $(K, d, N)$; lanes run in parallel, each summing its blocks in order
+//! into its own partial $\nabla_W f$, $\nabla_b f$, loss and $\lVert H\rVert^2$, and the
+//! partials are added lane by lane in order ([`crate::par`]). So every evaluation returns the
+//! same bits on every run and on any number of threads, and $f$ from [`UfmProblem::value`],
+//! [`UfmProblem::value_grad`] and [`UfmProblem::gd_step_fused`] agree bit for bit.
 
+use crate::par;
 use crate::real::Real;
 use crate::ufm::problem::UfmProblem;
 use ndarray::linalg::general_mat_mul;
@@ -35,30 +42,33 @@ use rayon::prelude::*;
 /// as fast as or faster than 128 on the (10, 512, 5000) benchmark here).
 pub const BLOCK: usize = 512;
 
-/// Per-thread partial sums.
+/// Most lanes (independent partial sums) of one evaluation; fewer when the $K\times d$
+/// partials would take more than [`LANE_BUDGET`] bytes together (but at least 4).
+pub const MAX_LANES: usize = 32;
+
+/// Bytes that the lanes' partial $\nabla_W f$ may take together.
+pub const LANE_BUDGET: usize = 64 << 20;
+
+/// Per-lane partial sums.
 struct Acc<T> {
     loss: f64,
     h_sq: f64,
     gh_sq: f64,
     gw: Array2<T>,
     gb: Vec<T>,
-    z: Array2<T>,
-    tmp: Array2<T>,
 }
 
 impl<T: Real> Acc<T> {
-    fn new(k: usize, d: usize, tmp_rows: usize) -> Self {
+    fn new(k: usize, d: usize) -> Self {
         Acc {
             loss: 0.0,
             h_sq: 0.0,
             gh_sq: 0.0,
             gw: Array2::zeros((k, d)),
             gb: vec![T::zero(); k],
-            z: Array2::zeros((BLOCK, k)),
-            tmp: Array2::zeros((tmp_rows, d)),
         }
     }
-    fn merge(mut self, o: Self) -> Self {
+    fn merge(&mut self, o: Self) {
         self.loss += o.loss;
         self.h_sq += o.h_sq;
         self.gh_sq += o.gh_sq;
@@ -66,7 +76,6 @@ impl<T: Real> Acc<T> {
         for (a, b) in self.gb.iter_mut().zip(&o.gb) {
             *a += *b;
         }
-        self
     }
 }
 
@@ -75,6 +84,14 @@ fn sq_norm<T: Real>(a: &[T]) -> f64 {
 }
 
 impl UfmProblem {
+    /// Rows of $H^\top$ per lane: a whole number of blocks, from $(K, d, N)$ and the precision
+    /// only (see the module docs).
+    pub fn lane_rows<T: Real>(&self) -> usize {
+        let (k, d, n) = (self.n_classes(), self.feature_dim(), self.n_samples());
+        let lanes = par::lanes_within(MAX_LANES, 4, k * d * std::mem::size_of::<T>(), LANE_BUDGET);
+        par::lane_len(n.div_ceil(BLOCK), lanes) * BLOCK
+    }
+
     /// Logits of a block, $Z_b=H_bW^\top+\mathbf 1b^\top$, into `z` (rows × K).
     fn block_logits<T: Real>(
         &self,
@@ -89,16 +106,19 @@ impl UfmProblem {
         }
     }
 
-    /// Replaces the logits of a block by $\nabla\ell/N$ and returns the summed loss.
-    fn block_loss_grad<T: Real>(&self, first: usize, z: &mut ArrayViewMut2<T>, inv_n: T) -> f64 {
+    /// The summed loss of a block's logits; with `inv_n`, the logits are replaced by
+    /// $\nabla\ell/N$.
+    fn block_loss<T: Real>(&self, first: usize, z: &mut ArrayViewMut2<T>, inv_n: Option<T>) -> f64 {
         let loss = self.loss();
         let labels = &self.labels()[first..first + z.nrows()];
         let mut total = 0.0;
         for (mut row, &y) in z.axis_iter_mut(Axis(0)).zip(labels) {
             let zr = row.as_slice_mut().expect("contiguous logits");
             total += loss.value_grad_inplace(zr, y as usize).to_f64_();
-            for v in zr.iter_mut() {
-                *v *= inv_n;
+            if let Some(inv_n) = inv_n {
+                for v in zr.iter_mut() {
+                    *v *= inv_n;
+                }
             }
         }
         total
@@ -109,30 +129,28 @@ impl UfmProblem {
         let (k, d, n) = (self.n_classes(), self.feature_dim(), self.n_samples());
         let (w, ht, b) = self.split(x);
         let hs = ht.as_slice().expect("contiguous H");
-        let loss = self.loss();
-        let labels = self.labels();
-        let (lsum, h_sq) = hs
-            .par_chunks(BLOCK * d)
+        let lane = self.lane_rows::<T>();
+        let parts: Vec<(f64, f64)> = hs
+            .par_chunks(lane * d)
             .enumerate()
-            .fold(
-                || (0.0f64, 0.0f64, Array2::<T>::zeros((BLOCK, k))),
-                |(mut l, mut hsq, mut zbuf), (bi, hb)| {
-                    let rows = hb.len() / d;
-                    let hb = ArrayView2::from_shape((rows, d), hb).expect("block");
-                    let mut z = zbuf.slice_mut(s![..rows, ..]);
-                    self.block_logits(&hb, &w, b.as_ref(), &mut z);
-                    for (r, mut row) in z.axis_iter_mut(Axis(0)).enumerate() {
-                        let y = labels[bi * BLOCK + r] as usize;
-                        l += loss
-                            .value_grad_inplace(row.as_slice_mut().expect("row"), y)
-                            .to_f64_();
+            .map_init(
+                || Array2::<T>::zeros((BLOCK, k)),
+                |zbuf, (li, hl)| {
+                    let (mut l, mut hsq) = (0.0f64, 0.0f64);
+                    for (j, hb) in hl.chunks(BLOCK * d).enumerate() {
+                        let rows = hb.len() / d;
+                        let hb = ArrayView2::from_shape((rows, d), hb).expect("block");
+                        let mut z = zbuf.slice_mut(s![..rows, ..]);
+                        self.block_logits(&hb, &w, b.as_ref(), &mut z);
+                        l += self.block_loss(li * lane + j * BLOCK, &mut z, None);
+                        hsq += sq_norm(hb.as_slice().expect("block"));
                     }
-                    hsq += sq_norm(hb.as_slice().expect("block"));
-                    (l, hsq, zbuf)
+                    (l, hsq)
                 },
             )
-            .map(|(l, h, _)| (l, h))
-            .reduce(|| (0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+            .collect();
+        let (lsum, h_sq) =
+            par::combine_in_order(parts, |a, b| *a = (a.0 + b.0, a.1 + b.1)).unwrap_or((0.0, 0.0));
         T::of(self.regularised(lsum / n as f64, &w, h_sq, b.as_ref()))
     }
 
@@ -148,6 +166,16 @@ impl UfmProblem {
         mean_loss + 0.5 * (self.lambda_w() * w_sq + self.lambda_h() * h_sq + self.lambda_b() * b_sq)
     }
 
+    /// Adds a block's contribution to $\nabla_W f$ and $\nabla_b f$ (from $G_b$ in `z`).
+    fn block_gw<T: Real>(acc: &mut Acc<T>, z: &ArrayViewMut2<T>, hb: &ArrayView2<T>) {
+        general_mat_mul(T::one(), &z.t(), hb, T::one(), &mut acc.gw);
+        for row in z.axis_iter(Axis(0)) {
+            for (g, &v) in acc.gb.iter_mut().zip(row.iter()) {
+                *g += v;
+            }
+        }
+    }
+
     /// $f(x)$ and $\nabla f(x)$ (written into `grad`).
     pub fn value_grad<T: Real>(&self, x: &[T], grad: &mut [T]) -> T {
         let (k, d, n) = (self.n_classes(), self.feature_dim(), self.n_samples());
@@ -156,36 +184,36 @@ impl UfmProblem {
         let inv_n = T::of(1.0 / n as f64);
         let lam_h = T::of(self.lambda_h());
         let hs = ht.as_slice().expect("H");
-        let acc = hs
-            .par_chunks(BLOCK * d)
-            .zip(
-                ght.as_slice_mut()
-                    .expect("grad H")
-                    .par_chunks_mut(BLOCK * d),
-            )
+        let lane = self.lane_rows::<T>();
+        let parts: Vec<Acc<T>> = hs
+            .par_chunks(lane * d)
+            .zip(ght.as_slice_mut().expect("grad H").par_chunks_mut(lane * d))
             .enumerate()
-            .fold(
-                || Acc::<T>::new(k, d, 0),
-                |mut acc, (bi, (hb, ghb))| {
-                    let rows = hb.len() / d;
-                    let hb = ArrayView2::from_shape((rows, d), hb).expect("block");
-                    let mut ghb = ArrayViewMut2::from_shape((rows, d), ghb).expect("block");
-                    let mut z = acc.z.slice_mut(s![..rows, ..]);
-                    self.block_logits(&hb, &w, b.as_ref(), &mut z);
-                    acc.loss += self.block_loss_grad(bi * BLOCK, &mut z, inv_n);
-                    general_mat_mul(T::one(), &z.t(), &hb, T::one(), &mut acc.gw);
-                    for row in z.axis_iter(Axis(0)) {
-                        for (g, &v) in acc.gb.iter_mut().zip(row.iter()) {
-                            *g += v;
-                        }
+            .map_init(
+                || Array2::<T>::zeros((BLOCK, k)),
+                |zbuf, (li, (hl, ghl))| {
+                    let mut acc = Acc::<T>::new(k, d);
+                    for (j, (hb, ghb)) in hl
+                        .chunks(BLOCK * d)
+                        .zip(ghl.chunks_mut(BLOCK * d))
+                        .enumerate()
+                    {
+                        let rows = hb.len() / d;
+                        let hb = ArrayView2::from_shape((rows, d), hb).expect("block");
+                        let mut ghb = ArrayViewMut2::from_shape((rows, d), ghb).expect("block");
+                        let mut z = zbuf.slice_mut(s![..rows, ..]);
+                        self.block_logits(&hb, &w, b.as_ref(), &mut z);
+                        acc.loss += self.block_loss(li * lane + j * BLOCK, &mut z, Some(inv_n));
+                        Self::block_gw(&mut acc, &z, &hb);
+                        ghb.zip_mut_with(&hb, |g, &h| *g = lam_h * h);
+                        general_mat_mul(T::one(), &z, &w, T::one(), &mut ghb);
+                        acc.h_sq += sq_norm(hb.as_slice().expect("block"));
                     }
-                    ghb.zip_mut_with(&hb, |g, &h| *g = lam_h * h);
-                    general_mat_mul(T::one(), &z, &w, T::one(), &mut ghb);
-                    acc.h_sq += sq_norm(hb.as_slice().expect("block"));
                     acc
                 },
             )
-            .reduce(|| Acc::new(k, d, 0), Acc::merge);
+            .collect();
+        let acc = par::combine_in_order(parts, Acc::merge).unwrap_or_else(|| Acc::new(k, d));
         let lam_w = T::of(self.lambda_w());
         ndarray::Zip::from(&mut gw)
             .and(&acc.gw)
@@ -208,38 +236,43 @@ impl UfmProblem {
         let (k, d, n) = (self.n_classes(), self.feature_dim(), self.n_samples());
         let inv_n = T::of(1.0 / n as f64);
         let lam_h = T::of(self.lambda_h());
+        let lane = self.lane_rows::<T>();
         let (mut w, mut ht, b) = self.split_mut(x);
         let b_ro = b.as_ref().map(|b| b.view());
         let w_ro = w.view();
-        let acc = ht
+        let parts: Vec<Acc<T>> = ht
             .as_slice_mut()
             .expect("H")
-            .par_chunks_mut(BLOCK * d)
+            .par_chunks_mut(lane * d)
             .enumerate()
-            .fold(
-                || Acc::<T>::new(k, d, BLOCK),
-                |mut acc, (bi, hb)| {
-                    let rows = hb.len() / d;
-                    let mut hb = ArrayViewMut2::from_shape((rows, d), hb).expect("block");
-                    let mut z = acc.z.slice_mut(s![..rows, ..]);
-                    self.block_logits(&hb.view(), &w_ro, b_ro.as_ref(), &mut z);
-                    acc.loss += self.block_loss_grad(bi * BLOCK, &mut z, inv_n);
-                    general_mat_mul(T::one(), &z.t(), &hb, T::one(), &mut acc.gw);
-                    for row in z.axis_iter(Axis(0)) {
-                        for (g, &v) in acc.gb.iter_mut().zip(row.iter()) {
-                            *g += v;
-                        }
+            .map_init(
+                || {
+                    (
+                        Array2::<T>::zeros((BLOCK, k)),
+                        Array2::<T>::zeros((BLOCK, d)),
+                    )
+                },
+                |(zbuf, tmp), (li, hl)| {
+                    let mut acc = Acc::<T>::new(k, d);
+                    for (j, hb) in hl.chunks_mut(BLOCK * d).enumerate() {
+                        let rows = hb.len() / d;
+                        let mut hb = ArrayViewMut2::from_shape((rows, d), hb).expect("block");
+                        let mut z = zbuf.slice_mut(s![..rows, ..]);
+                        self.block_logits(&hb.view(), &w_ro, b_ro.as_ref(), &mut z);
+                        acc.loss += self.block_loss(li * lane + j * BLOCK, &mut z, Some(inv_n));
+                        Self::block_gw(&mut acc, &z, &hb.view());
+                        acc.h_sq += sq_norm(hb.as_slice().expect("block"));
+                        let mut gh = tmp.slice_mut(s![..rows, ..]);
+                        gh.zip_mut_with(&hb, |g, &h| *g = lam_h * h);
+                        general_mat_mul(T::one(), &z, &w_ro, T::one(), &mut gh);
+                        acc.gh_sq += sq_norm(gh.as_slice().expect("tmp"));
+                        hb.scaled_add(-lr, &gh);
                     }
-                    acc.h_sq += sq_norm(hb.as_slice().expect("block"));
-                    let mut gh = acc.tmp.slice_mut(s![..rows, ..]);
-                    gh.zip_mut_with(&hb, |g, &h| *g = lam_h * h);
-                    general_mat_mul(T::one(), &z, &w_ro, T::one(), &mut gh);
-                    acc.gh_sq += sq_norm(gh.as_slice().expect("tmp"));
-                    hb.scaled_add(-lr, &gh);
                     acc
                 },
             )
-            .reduce(|| Acc::new(k, d, 0), Acc::merge);
+            .collect();
+        let acc = par::combine_in_order(parts, Acc::merge).unwrap_or_else(|| Acc::new(k, d));
         let f = self.regularised(acc.loss / n as f64, &w.view(), acc.h_sq, b_ro.as_ref());
         let lam_w = T::of(self.lambda_w());
         let mut g_sq = acc.gh_sq;
@@ -269,82 +302,94 @@ impl UfmProblem {
         let lam_h = T::of(self.lambda_h());
         let loss = self.loss();
         let labels = self.labels();
-        struct HAcc<T> {
-            ow: Array2<T>,
-            ob: Vec<T>,
+        let lane = self.lane_rows::<T>();
+        /// Per-thread scratch: logits, their directional derivative, two K-vectors.
+        struct Scratch<T> {
             z: Array2<T>,
             dz: Array2<T>,
             p: Vec<T>,
             q: Vec<T>,
         }
-        let new = || HAcc {
-            ow: Array2::<T>::zeros((k, d)),
-            ob: vec![T::zero(); k],
-            z: Array2::zeros((BLOCK, k)),
-            dz: Array2::zeros((BLOCK, k)),
-            p: vec![T::zero(); k],
-            q: vec![T::zero(); k],
-        };
-        let acc = ht
+        let parts: Vec<(Array2<T>, Vec<T>)> = ht
             .as_slice()
             .expect("H")
-            .par_chunks(BLOCK * d)
-            .zip(vht.as_slice().expect("V_H").par_chunks(BLOCK * d))
-            .zip(oht.as_slice_mut().expect("out H").par_chunks_mut(BLOCK * d))
+            .par_chunks(lane * d)
+            .zip(vht.as_slice().expect("V_H").par_chunks(lane * d))
+            .zip(oht.as_slice_mut().expect("out H").par_chunks_mut(lane * d))
             .enumerate()
-            .fold(new, |mut acc, (bi, ((hb, vhb), ohb))| {
-                let rows = hb.len() / d;
-                let hb = ArrayView2::from_shape((rows, d), hb).expect("block");
-                let vhb = ArrayView2::from_shape((rows, d), vhb).expect("block");
-                let mut ohb = ArrayViewMut2::from_shape((rows, d), ohb).expect("block");
-                let mut z = acc.z.slice_mut(s![..rows, ..]);
-                let mut dz = acc.dz.slice_mut(s![..rows, ..]);
-                self.block_logits(&hb, &w, b.as_ref(), &mut z);
-                // ż = H_b V_Wᵀ + V_Hb Wᵀ + 1 v_bᵀ
-                self.block_logits(&vhb, &w, vb.as_ref(), &mut dz);
-                general_mat_mul(T::one(), &hb, &vw.t(), T::one(), &mut dz);
-                // q_i = ∇²ℓ ż_i (into dz), g_i = ∇ℓ (into z), both / N
-                for r in 0..rows {
-                    let y = labels[bi * BLOCK + r] as usize;
+            .map_init(
+                || Scratch {
+                    z: Array2::zeros((BLOCK, k)),
+                    dz: Array2::zeros((BLOCK, k)),
+                    p: vec![T::zero(); k],
+                    q: vec![T::zero(); k],
+                },
+                |sc, (li, ((hl, vhl), ohl))| {
+                    let mut acc_w = Array2::<T>::zeros((k, d));
+                    let mut acc_b = vec![T::zero(); k];
+                    for (j, ((hb, vhb), ohb)) in hl
+                        .chunks(BLOCK * d)
+                        .zip(vhl.chunks(BLOCK * d))
+                        .zip(ohl.chunks_mut(BLOCK * d))
+                        .enumerate()
                     {
-                        let (zr, dzr) = (z.row(r), dz.row(r));
-                        let (zs, dzs) = (zr.as_slice().expect("row"), dzr.as_slice().expect("row"));
-                        loss.hvp(zs, y, dzs, &mut acc.q, &mut acc.p);
+                        let first = li * lane + j * BLOCK;
+                        let rows = hb.len() / d;
+                        let hb = ArrayView2::from_shape((rows, d), hb).expect("block");
+                        let vhb = ArrayView2::from_shape((rows, d), vhb).expect("block");
+                        let mut ohb = ArrayViewMut2::from_shape((rows, d), ohb).expect("block");
+                        let mut z = sc.z.slice_mut(s![..rows, ..]);
+                        let mut dz = sc.dz.slice_mut(s![..rows, ..]);
+                        self.block_logits(&hb, &w, b.as_ref(), &mut z);
+                        // ż = H_b V_Wᵀ + V_Hb Wᵀ + 1 v_bᵀ
+                        self.block_logits(&vhb, &w, vb.as_ref(), &mut dz);
+                        general_mat_mul(T::one(), &hb, &vw.t(), T::one(), &mut dz);
+                        // q_i = ∇²ℓ ż_i (into dz), g_i = ∇ℓ (into z), both / N
+                        for r in 0..rows {
+                            let y = labels[first + r] as usize;
+                            {
+                                let (zr, dzr) = (z.row(r), dz.row(r));
+                                let (zs, dzs) =
+                                    (zr.as_slice().expect("row"), dzr.as_slice().expect("row"));
+                                loss.hvp(zs, y, dzs, &mut sc.q, &mut sc.p);
+                            }
+                            for (dst, &qv) in dz.row_mut(r).iter_mut().zip(&sc.q) {
+                                *dst = qv * inv_n;
+                            }
+                        }
+                        self.block_loss(first, &mut z, Some(inv_n));
+                        // out_W += Qᵀ H_b + Gᵀ V_Hb
+                        general_mat_mul(T::one(), &dz.t(), &hb, T::one(), &mut acc_w);
+                        general_mat_mul(T::one(), &z.t(), &vhb, T::one(), &mut acc_w);
+                        for row in dz.axis_iter(Axis(0)) {
+                            for (o, &qv) in acc_b.iter_mut().zip(row.iter()) {
+                                *o += qv;
+                            }
+                        }
+                        // out_Hb = λ_H V_Hb + Q W + G V_W
+                        ohb.zip_mut_with(&vhb, |o, &vv| *o = lam_h * vv);
+                        general_mat_mul(T::one(), &dz, &w, T::one(), &mut ohb);
+                        general_mat_mul(T::one(), &z, &vw, T::one(), &mut ohb);
                     }
-                    for (dst, &qv) in dz.row_mut(r).iter_mut().zip(&acc.q) {
-                        *dst = qv * inv_n;
-                    }
-                }
-                self.block_loss_grad(bi * BLOCK, &mut z, inv_n);
-                // out_W += Qᵀ H_b + Gᵀ V_Hb
-                general_mat_mul(T::one(), &dz.t(), &hb, T::one(), &mut acc.ow);
-                general_mat_mul(T::one(), &z.t(), &vhb, T::one(), &mut acc.ow);
-                for row in dz.axis_iter(Axis(0)) {
-                    for (o, &qv) in acc.ob.iter_mut().zip(row.iter()) {
-                        *o += qv;
-                    }
-                }
-                // out_Hb = λ_H V_Hb + Q W + G V_W
-                ohb.zip_mut_with(&vhb, |o, &vv| *o = lam_h * vv);
-                general_mat_mul(T::one(), &dz, &w, T::one(), &mut ohb);
-                general_mat_mul(T::one(), &z, &vw, T::one(), &mut ohb);
-                acc
-            })
-            .reduce(new, |mut a, o| {
-                a.ow += &o.ow;
-                for (x, y) in a.ob.iter_mut().zip(&o.ob) {
-                    *x += *y;
-                }
-                a
-            });
+                    (acc_w, acc_b)
+                },
+            )
+            .collect();
+        let (acc_w, acc_b) = par::combine_in_order(parts, |a, o| {
+            a.0 += &o.0;
+            for (x, y) in a.1.iter_mut().zip(&o.1) {
+                *x += *y;
+            }
+        })
+        .unwrap_or_else(|| (Array2::zeros((k, d)), vec![T::zero(); k]));
         let lam_w = T::of(self.lambda_w());
         ndarray::Zip::from(&mut ow)
-            .and(&acc.ow)
+            .and(&acc_w)
             .and(&vw)
             .for_each(|o, &a, &vv| *o = a + lam_w * vv);
         if let (Some(mut ob), Some(vb)) = (ob, vb) {
             let lam_b = T::of(self.lambda_b());
-            for ((o, &a), &vv) in ob.iter_mut().zip(&acc.ob).zip(vb.iter()) {
+            for ((o, &a), &vv) in ob.iter_mut().zip(&acc_b).zip(vb.iter()) {
                 *o = a + lam_b * vv;
             }
         }
@@ -399,6 +444,10 @@ mod tests {
                 "{loss}: {f} vs {fr}"
             );
             assert!((f2 - fr).abs() < 1e-12 * fr.abs().max(1.0));
+            // the same partial sums in the same order: the same bits
+            assert_eq!(f.to_bits(), f2.to_bits(), "{loss}");
+            let (f3, _) = p.gd_step_fused(&mut x.clone(), 0.1);
+            assert_eq!(f.to_bits(), f3.to_bits(), "{loss}");
         }
     }
 

@@ -53,7 +53,8 @@ pub struct MetricsArgs {
     /// Global mean: weighted (sample mean, original code) or class-mean (mean of class means, Papyan).
     #[arg(long, default_value = "weighted")]
     pub global_mean: String,
-    /// Relative rank tolerance of nc1's pseudo-inverse (default max(d,K)·eps, as scipy pinv).
+    /// Relative rank tolerance of the pseudo-inverse in nc1 and nc1_papyan (default
+    /// max(d,K)·eps, as scipy pinv).
     #[arg(long)]
     pub rtol: Option<f64>,
     /// How NC1 gets Sigma_W: auto, one-pass (d x d scatter), two-pass (K x K projection).
@@ -194,6 +195,20 @@ pub fn run(args: MetricsArgs) -> Result<()> {
                 &cfg,
                 !args.no_mmap,
             )?);
+        }
+    }
+    // Notes from the library (e.g. `bias` left out without b), each said once.
+    let mut said = std::collections::BTreeSet::new();
+    for r in &runs {
+        for n in r
+            .train
+            .notes
+            .iter()
+            .chain(r.test.iter().flat_map(|t| &t.notes))
+        {
+            if said.insert(n.as_str()) {
+                eprintln!("note: {n}");
+            }
         }
     }
     if let Some(r) = runs.first() {
