@@ -14,7 +14,9 @@
 #
 # With the device tool: run(command="bash scripts/gpu-check.sh run", carry=[".gpu"]).
 # The build also copies the release `ufm` binary and the data (MNIST, CIFAR-10 subset: ~27 MB
-# from ${UFM_SHARED_DATA:-../shared/data}) into .gpu/, which must stay under 64 MiB.
+# from ${UFM_DATA_DIR:-../shared/data}) into .gpu/, which must stay under 64 MiB.
+# The GPU tests are #[ignore]d in a plain `cargo test` (no GPU there); here they run with
+# --include-ignored and UFM_REQUIRE_GPU=1, so a missing GPU fails them instead of skipping.
 # Logs and criterion data go to $OUT (when set) or .gpu/out/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,7 +49,7 @@ for l in sys.stdin:
     cargo build --release --bin ufm
     cp target/release/ufm .gpu/ufm
     strip .gpu/cuda_parity .gpu/bench_cuda .gpu/nn_cuda_parity .gpu/ufm
-    local data="${UFM_SHARED_DATA:-../shared/data}"
+    local data="${UFM_DATA_DIR:-../shared/data}"
     rm -rf .gpu/data
     mkdir -p .gpu/data/MNIST .gpu/data/cifar10-subset
     cp -r "$data/MNIST/raw" .gpu/data/MNIST/
@@ -116,7 +118,8 @@ backend() {
     local out="$1" status=0
     echo "== parity tests =="
     # cli_device_flag needs the ufm binary at its build-time path: run it here, not there.
-    timeout 150 .gpu/cuda_parity --test-threads=1 --nocapture --skip cli_device_flag \
+    UFM_REQUIRE_GPU=1 timeout 150 .gpu/cuda_parity --test-threads=1 --nocapture --include-ignored \
+        --skip cli_device_flag \
         2>&1 | tee "$out/parity.log" | grep -E 'device:|SKIPPED|rel err [^ ]*e-0[0-4]|test |result|panicked' || status=1
     grep -q 'test result: ok' "$out/parity.log" || status=1
     echo "== benches (criterion) =="
@@ -159,7 +162,8 @@ train() {
     runs=$(mktemp -d)
     echo "== network-layer parity (nn_cuda_parity) =="
     # cli_* tests need the ufm binary at its build-time path: they run in CI, not here.
-    UFM_DATA_DIR=.gpu/data timeout 300 .gpu/nn_cuda_parity --test-threads=1 --nocapture --skip cli_ \
+    UFM_DATA_DIR=.gpu/data UFM_REQUIRE_GPU=1 timeout 300 .gpu/nn_cuda_parity --test-threads=1 --nocapture \
+        --include-ignored --skip cli_ \
         2>&1 | tee "$out/nn_parity.log" | grep -E 'device:|SKIPPED|rel err [^ ]*e-0[0-3]|epoch .* loss cpu|test |result|panicked' || status=1
     grep -q 'test result: ok' "$out/nn_parity.log" || status=1
     echo "== ufm train --device cuda: resnet18, batch 128 =="

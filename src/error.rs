@@ -145,3 +145,33 @@ impl Error {
         }
     }
 }
+
+/// At most `max` items of a list for a message, as `[a, b, c]`, or `[a, b, c, … and 97 more]`
+/// when there are more: an error must stay short whatever the input (a list of every empty
+/// class among $10^9$ would be gigabytes).
+pub fn capped_list<T: std::fmt::Display>(items: impl IntoIterator<Item = T>, max: usize) -> String {
+    let mut shown = Vec::new();
+    let mut more = 0usize;
+    for it in items {
+        if shown.len() < max {
+            shown.push(it.to_string());
+        } else {
+            more += 1;
+        }
+    }
+    if more > 0 {
+        shown.push(format!("… and {more} more"));
+    }
+    format!("[{}]", shown.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn capped_list_shows_a_few_and_counts_the_rest() {
+        assert_eq!(super::capped_list([3], 8), "[3]");
+        assert_eq!(super::capped_list(1..=3, 3), "[1, 2, 3]");
+        assert_eq!(super::capped_list(1..=1000, 2), "[1, 2, … and 998 more]");
+        assert_eq!(super::capped_list(Vec::<u8>::new(), 2), "[]");
+    }
+}

@@ -4,7 +4,7 @@
 //! |---|---|---|---|
 //! | `.npy` | `f32`/`f64`, C or Fortran order, either byte order; **memory-mapped** (C order, native byte order) or **streamed** in row chunks | any integer dtype | `f32`/`f64` |
 //! | `.safetensors` | tensor `features` (`F32`/`F64`); **streamed** | `labels` (`I64`/`I32`/...) | `W`, `b` |
-//! | `.npz` (`np.savez`, `np.savez_compressed`) | array `features`; mapped or streamed like `.npy` when stored uncompressed (`np.savez`), read into memory when compressed | `labels` | `W`, `b` |
+//! | `.npz` (`np.savez`, `np.savez_compressed`) | array `features`; mapped or streamed like `.npy` when stored uncompressed (`np.savez`, after one sequential pass that checks its CRC-32), read into memory when compressed | `labels` | `W`, `b` |
 //!
 //! A streamed file is never loaded whole: [`FeatureSource`] reads the header and checks that
 //! the file holds all $N\cdot d$ values. A C-order array in the machine's byte order is then
@@ -21,7 +21,12 @@
 //! `labels` or `y`; classifier `W` (or `weight`, `fc.weight`); bias `b` (or `bias`, `fc.bias`);
 //! and optionally a test split `test_features` and `test_labels`.
 //!
-//! Every error names the file and what is wrong with it.
+//! Every error names the file and what is wrong with it. Headers are parsed strictly and sizes
+//! checked before anything is allocated: `.npy` headers and `.npz` archives as described in
+//! [`crate::npy`] (exact data length, CRC-32 of every `.npz` member read), `.safetensors`
+//! headers as in [`safetensors_header`] (offsets tile the data exactly). A bundle whose
+//! optional array name looks like a misspelling of a known one (`B` for `b`, `bais`) is an
+//! error that lists the names found, not a silently missing array.
 
 use crate::error::{Error, Result};
 use crate::metrics::{FeatureChunk, FeatureStream};
@@ -48,7 +53,8 @@ pub enum Dtype {
 }
 
 impl Dtype {
-    fn size(self) -> usize {
+    /// Bytes per element (0 for [`Dtype::Other`]).
+    pub fn size(self) -> usize {
         match self {
             Dtype::F32 => 4,
             Dtype::F64 => 8,
@@ -56,7 +62,8 @@ impl Dtype {
             Dtype::Other(_) => 0,
         }
     }
-    fn name(self) -> String {
+    /// The numpy name (`float32`, `int64`, ...).
+    pub fn name(self) -> String {
         match self {
             Dtype::F32 => "float32".into(),
             Dtype::F64 => "float64".into(),
@@ -88,130 +95,31 @@ fn read_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     move |e| Error::io("read", path, e)
 }
 
-/// Parses the header of an `.npy` file (format versions 1, 2, 3) and checks that the file is
-/// long enough for the data it announces.
+/// Parses the header of an `.npy` file (format versions 1.0, 2.0, 3.0) strictly (see
+/// [`crate::npy`]) and checks that the file holds exactly the data it announces.
 pub fn npy_header(path: &Path) -> Result<RawArray> {
     let mut f = File::open(path).map_err(|e| Error::io("open", path, e))?;
     let file_len = f.metadata().map_err(read_err(path))?.len();
-    npy_header_in(path, &mut f, 0, file_len)
+    npy_header_in(path, &mut f, 0, file_len, "")
 }
 
 /// The `.npy` header of an array stored at bytes `base..end` of `f` (a whole `.npy` file, or
-/// an uncompressed member of an `.npz` archive).
-fn npy_header_in(path: &Path, f: &mut File, base: u64, end: u64) -> Result<RawArray> {
+/// a stored member of an `.npz` archive); `what` prefixes error messages.
+fn npy_header_in(path: &Path, f: &mut File, base: u64, end: u64, what: &str) -> Result<RawArray> {
     f.seek(SeekFrom::Start(base)).map_err(read_err(path))?;
-    let mut magic = [0u8; 8];
-    f.read_exact(&mut magic)
-        .map_err(|_| Error::format(path, "too short to be a .npy file (no header)"))?;
-    if &magic[..6] != b"\x93NUMPY" {
-        return Err(Error::format(
-            path,
-            "not a .npy file (bad magic bytes); save with numpy.save",
-        ));
-    }
-    let hlen = match magic[6] {
-        1 => {
-            let mut b = [0u8; 2];
-            f.read_exact(&mut b)
-                .map_err(|_| Error::format(path, "truncated .npy header"))?;
-            u16::from_le_bytes(b) as usize
-        }
-        2 | 3 => {
-            let mut b = [0u8; 4];
-            f.read_exact(&mut b)
-                .map_err(|_| Error::format(path, "truncated .npy header"))?;
-            u32::from_le_bytes(b) as usize
-        }
-        v => {
-            return Err(Error::format(
-                path,
-                format!("unsupported .npy format version {v}"),
-            ))
-        }
-    };
-    let mut h = vec![0u8; hlen];
-    f.read_exact(&mut h)
-        .map_err(|_| Error::format(path, "truncated .npy header"))?;
-    let header = String::from_utf8_lossy(&h).into_owned();
-    let offset = f.stream_position().map_err(read_err(path))?;
-    let mut raw = parse_npy_dict(path, &header)?;
-    raw.offset = offset;
-    check_length(&raw, end)?;
-    Ok(raw)
-}
-
-fn dict_value<'a>(header: &'a str, key: &str) -> Option<&'a str> {
-    let pat1 = format!("'{key}'");
-    let pat2 = format!("\"{key}\"");
-    let i = header.find(&pat1).or_else(|| header.find(&pat2))? + pat1.len();
-    let rest = header[i..].trim_start().strip_prefix(':')?.trim_start();
-    Some(rest)
-}
-
-fn parse_descr(path: &Path, descr: &str) -> Result<(Dtype, bool)> {
-    let bad = || Error::format(path, format!("unsupported dtype descriptor '{descr}'"));
-    let mut chars = descr.chars();
-    let order = chars.next().ok_or_else(bad)?;
-    let big = match order {
-        '<' | '|' | '=' => false,
-        '>' => true,
-        _ => return Err(bad()),
-    };
-    let code = &descr[1..];
-    let dt = match code {
-        "f4" => Dtype::F32,
-        "f8" => Dtype::F64,
-        "i1" => Dtype::Int(1),
-        "i2" => Dtype::Int(2),
-        "i4" => Dtype::Int(4),
-        "i8" => Dtype::Int(8),
-        "u1" | "b1" => Dtype::UInt(1),
-        "u2" => Dtype::UInt(2),
-        "u4" => Dtype::UInt(4),
-        "u8" => Dtype::UInt(8),
-        "f2" => Dtype::Other("float16"),
-        _ => Dtype::Other("a non-numeric or complex type"),
-    };
-    Ok((dt, big))
-}
-
-fn parse_npy_dict(path: &Path, header: &str) -> Result<RawArray> {
-    let bad = |what: &str| Error::format(path, format!("malformed .npy header ({what}): {header}"));
-    let descr_v = dict_value(header, "descr").ok_or_else(|| bad("no descr"))?;
-    let q = descr_v.chars().next().ok_or_else(|| bad("descr"))?;
-    if q != '\'' && q != '"' {
-        return Err(Error::format(
-            path,
-            "structured dtypes are not supported; save a plain numeric array",
-        ));
-    }
-    let end = descr_v[1..].find(q).ok_or_else(|| bad("descr"))?;
-    let (dtype, big_endian) = parse_descr(path, &descr_v[1..1 + end])?;
-    let fo = dict_value(header, "fortran_order").ok_or_else(|| bad("no fortran_order"))?;
-    let fortran = if fo.starts_with("True") {
-        true
-    } else if fo.starts_with("False") {
-        false
-    } else {
-        return Err(bad("fortran_order"));
-    };
-    let sh = dict_value(header, "shape").ok_or_else(|| bad("no shape"))?;
-    let sh = sh.strip_prefix('(').ok_or_else(|| bad("shape"))?;
-    let close = sh.find(')').ok_or_else(|| bad("shape"))?;
-    let shape = sh[..close]
-        .split(',')
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(|t| t.trim_end_matches('L').parse::<usize>())
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|_| bad("shape"))?;
+    let h = crate::npy::read_npy_header(
+        &mut std::io::BufReader::new(&mut *f).take(end - base),
+        end - base,
+        path,
+        what,
+    )?;
     Ok(RawArray {
         path: path.to_path_buf(),
-        dtype,
-        big_endian,
-        shape,
-        fortran,
-        offset: 0,
+        dtype: h.dtype,
+        big_endian: h.big_endian,
+        shape: h.shape,
+        fortran: h.fortran,
+        offset: base + h.data_offset,
     })
 }
 
@@ -222,102 +130,257 @@ fn n_elements(raw: &RawArray) -> Result<u64> {
         .ok_or_else(|| Error::format(&raw.path, "array size overflows"))
 }
 
-fn check_length(raw: &RawArray, file_len: u64) -> Result<()> {
-    let need = n_elements(raw)?
-        .checked_mul(raw.dtype.size() as u64)
-        .ok_or_else(|| Error::format(&raw.path, "array size overflows"))?;
-    let have = file_len.saturating_sub(raw.offset);
-    if have < need {
-        return Err(Error::format(
-            &raw.path,
-            format!(
-                "truncated: the header announces shape {:?} of {} ({need} bytes of data) but only {have} bytes follow",
-                raw.shape,
-                raw.dtype.name()
-            ),
-        ));
-    }
-    Ok(())
+/// Element size in bits of a safetensors dtype, or `None` for a name the format does not
+/// define; and the [`Dtype`] it is read as.
+fn safetensors_dtype(name: &str) -> Option<(usize, Dtype)> {
+    Some(match name {
+        "F32" => (32, Dtype::F32),
+        "F64" => (64, Dtype::F64),
+        "I8" => (8, Dtype::Int(1)),
+        "I16" => (16, Dtype::Int(2)),
+        "I32" => (32, Dtype::Int(4)),
+        "I64" => (64, Dtype::Int(8)),
+        "U8" | "BOOL" => (8, Dtype::UInt(1)),
+        "U16" => (16, Dtype::UInt(2)),
+        "U32" => (32, Dtype::UInt(4)),
+        "U64" => (64, Dtype::UInt(8)),
+        "F16" => (16, Dtype::Other("float16")),
+        "BF16" => (16, Dtype::Other("bfloat16")),
+        "C64" => (64, Dtype::Other("complex64")),
+        "F8_E5M2" | "F8_E4M3" | "F8_E8M0" | "F8_E4M3FNUZ" | "F8_E5M2FNUZ" => {
+            (8, Dtype::Other("an 8-bit float type"))
+        }
+        "F6_E2M3" | "F6_E3M2" => (6, Dtype::Other("a 6-bit float type")),
+        "F4" => (4, Dtype::Other("a 4-bit float type")),
+        _ => return None,
+    })
 }
 
+/// The format's own limit on the header (the `safetensors` crate's `MAX_HEADER_SIZE`).
+const SAFETENSORS_MAX_HEADER: u64 = 100_000_000;
+
 /// Parses the header of a `.safetensors` file and returns its tensors by name.
+///
+/// Checked as the `safetensors` crate validates a file, and more: the header length is
+/// within the file and at most 100 MB (before anything is allocated); the header is a JSON
+/// object without repeated keys; every tensor has a known dtype, a shape and `data_offsets`
+/// `[begin, end]` with `begin <= end` and `end - begin` = elements x element size (checked
+/// arithmetic); sorted by offset, the tensors tile the data section exactly (no overlap, no
+/// gap, nothing after the last one); `__metadata__` maps strings to strings.
 pub fn safetensors_header(path: &Path) -> Result<Vec<(String, RawArray)>> {
     let mut f = File::open(path).map_err(|e| Error::io("open", path, e))?;
     let file_len = f.metadata().map_err(read_err(path))?.len();
     let mut b = [0u8; 8];
-    f.read_exact(&mut b)
-        .map_err(|_| Error::format(path, "too short to be a .safetensors file"))?;
+    f.read_exact(&mut b).map_err(|_| {
+        Error::format(
+            path,
+            format!("too short to be a .safetensors file ({file_len} bytes)"),
+        )
+    })?;
     let hlen = u64::from_le_bytes(b);
-    if hlen > file_len.saturating_sub(8) || hlen > 100_000_000 {
+    if hlen > file_len - 8 || hlen > SAFETENSORS_MAX_HEADER {
         return Err(Error::format(
             path,
-            format!("not a .safetensors file (header length {hlen} exceeds the file)"),
+            format!(
+                "not a .safetensors file (header length {hlen} exceeds the file's {} bytes or the format's {SAFETENSORS_MAX_HEADER}-byte limit)",
+                file_len - 8
+            ),
         ));
     }
     let mut h = vec![0u8; hlen as usize];
     f.read_exact(&mut h).map_err(read_err(path))?;
-    let json: serde_json::Value = serde_json::from_slice(&h)
+    let json: StrictJson = serde_json::from_slice(&h)
         .map_err(|e| Error::format(path, format!("bad .safetensors header JSON: {e}")))?;
     let obj = json
+        .0
         .as_object()
         .ok_or_else(|| Error::format(path, "the .safetensors header is not a JSON object"))?;
     let data_start = 8 + hlen;
+    let data_len = file_len - data_start;
     let mut out = Vec::new();
+    let mut spans: Vec<(u64, u64, &str)> = Vec::new();
     for (name, v) in obj {
+        let bad = |what: &str| Error::format(path, format!("tensor `{name}`: {what}"));
         if name == "__metadata__" {
+            let ok = v.is_null()
+                || v.as_object()
+                    .is_some_and(|m| m.values().all(serde_json::Value::is_string));
+            if !ok {
+                return Err(Error::format(
+                    path,
+                    "`__metadata__` must map strings to strings",
+                ));
+            }
             continue;
         }
-        let bad = |what: &str| Error::format(path, format!("tensor `{name}`: {what}"));
-        let dt = v["dtype"].as_str().ok_or_else(|| bad("no dtype"))?;
-        let dtype = match dt {
-            "F32" => Dtype::F32,
-            "F64" => Dtype::F64,
-            "I8" => Dtype::Int(1),
-            "I16" => Dtype::Int(2),
-            "I32" => Dtype::Int(4),
-            "I64" => Dtype::Int(8),
-            "U8" | "BOOL" => Dtype::UInt(1),
-            "U16" => Dtype::UInt(2),
-            "U32" => Dtype::UInt(4),
-            "U64" => Dtype::UInt(8),
-            "F16" => Dtype::Other("float16"),
-            "BF16" => Dtype::Other("bfloat16"),
-            _ => Dtype::Other("an unsupported safetensors dtype"),
-        };
-        let shape: Vec<usize> = v["shape"]
-            .as_array()
+        let t = v.as_object().ok_or_else(|| bad("not a JSON object"))?;
+        let dt = t
+            .get("dtype")
+            .and_then(|d| d.as_str())
+            .ok_or_else(|| bad("no dtype"))?;
+        let (bits, dtype) =
+            safetensors_dtype(dt).ok_or_else(|| bad(&format!("unknown dtype `{dt}`")))?;
+        let shape: Vec<usize> = t
+            .get("shape")
+            .and_then(|s| s.as_array())
             .ok_or_else(|| bad("no shape"))?
             .iter()
-            .map(|s| s.as_u64().map(|s| s as usize))
+            .map(|s| s.as_u64().and_then(|s| usize::try_from(s).ok()))
             .collect::<Option<_>>()
-            .ok_or_else(|| bad("bad shape"))?;
-        let offs = v["data_offsets"]
-            .as_array()
+            .ok_or_else(|| bad("the shape must be a list of non-negative integers"))?;
+        let offs = t
+            .get("data_offsets")
+            .and_then(|o| o.as_array())
             .filter(|a| a.len() == 2)
-            .ok_or_else(|| bad("no data_offsets"))?;
-        let (s0, s1) = (
-            offs[0].as_u64().ok_or_else(|| bad("bad data_offsets"))?,
-            offs[1].as_u64().ok_or_else(|| bad("bad data_offsets"))?,
-        );
-        let raw = RawArray {
-            path: path.to_path_buf(),
-            dtype,
-            big_endian: false,
-            shape,
-            fortran: false,
-            offset: data_start + s0,
+            .ok_or_else(|| bad("no data_offsets [begin, end]"))?;
+        let (s0, s1) = match (offs[0].as_u64(), offs[1].as_u64()) {
+            (Some(a), Some(b)) => (a, b),
+            _ => return Err(bad("data_offsets must be two non-negative integers")),
         };
-        let need = n_elements(&raw)? * dtype.size() as u64;
-        if dtype.size() > 0 && s1.saturating_sub(s0) != need {
+        let overflow = || {
+            bad(&format!(
+                "shape {shape:?} is too large (its byte size overflows)"
+            ))
+        };
+        let nbits = shape
+            .iter()
+            .try_fold(1u64, |a, &s| a.checked_mul(s as u64))
+            .and_then(|n| n.checked_mul(bits as u64))
+            .ok_or_else(overflow)?;
+        if nbits % 8 != 0 {
             return Err(bad(&format!(
-                "data_offsets span {} bytes but the shape needs {need}",
-                s1.saturating_sub(s0)
+                "shape {shape:?} of {dt} is not a whole number of bytes"
             )));
         }
-        check_length(&raw, file_len)?;
-        out.push((name.clone(), raw));
+        if s0 > s1 {
+            return Err(bad(&format!(
+                "data_offsets [{s0}, {s1}] end before they begin"
+            )));
+        }
+        if s1 - s0 != nbits / 8 {
+            return Err(bad(&format!(
+                "data_offsets [{s0}, {s1}] span {} bytes but shape {shape:?} of {dt} needs {}",
+                s1 - s0,
+                nbits / 8
+            )));
+        }
+        if s1 > data_len {
+            return Err(bad(&format!(
+                "data_offsets [{s0}, {s1}] run past the {data_len} bytes of data (truncated file?)"
+            )));
+        }
+        spans.push((s0, s1, name));
+        out.push((
+            name.clone(),
+            RawArray {
+                path: path.to_path_buf(),
+                dtype,
+                big_endian: false,
+                shape,
+                fortran: false,
+                offset: data_start + s0,
+            },
+        ));
+    }
+    // As the format requires (and the safetensors crate checks): sorted by offset, the
+    // tensors cover the data section exactly, without overlap or gap.
+    spans.sort();
+    let mut pos = 0u64;
+    let mut prev: Option<&str> = None;
+    for &(s0, s1, name) in &spans {
+        if s0 < pos {
+            return Err(Error::format(
+                path,
+                format!(
+                    "tensors `{}` and `{name}` overlap (bytes up to {pos} and from {s0})",
+                    prev.unwrap_or("?")
+                ),
+            ));
+        }
+        if s0 > pos {
+            return Err(Error::format(
+                path,
+                format!(
+                    "{} unused bytes of data before tensor `{name}` (corrupt data_offsets?)",
+                    s0 - pos
+                ),
+            ));
+        }
+        pos = s1;
+        prev = Some(name);
+    }
+    if pos != data_len {
+        return Err(Error::format(
+            path,
+            format!(
+                "the tensors cover {pos} bytes but the data section holds {data_len} (truncated, or bytes after the last tensor)"
+            ),
+        ));
     }
     Ok(out)
+}
+
+/// A JSON value whose objects may not repeat a key (serde_json keeps the last one silently).
+struct StrictJson(serde_json::Value);
+
+impl<'de> serde::Deserialize<'de> for StrictJson {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(StrictJson)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = serde_json::Value;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> std::result::Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_i64<E>(self, v: i64) -> std::result::Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> std::result::Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E>(self, v: f64) -> std::result::Result<Self::Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into))
+    }
+    fn visit_str<E>(self, v: &str) -> std::result::Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_string<E>(self, v: String) -> std::result::Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_unit<E>(self) -> std::result::Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<Self::Value, A::Error> {
+        let mut v = Vec::new();
+        while let Some(StrictJson(x)) = seq.next_element()? {
+            v.push(x);
+        }
+        Ok(serde_json::Value::Array(v))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<Self::Value, A::Error> {
+        let mut m = serde_json::Map::new();
+        while let Some(k) = map.next_key::<String>()? {
+            if m.contains_key(&k) {
+                return Err(serde::de::Error::custom(format!("key `{k}` appears twice")));
+            }
+            let StrictJson(v) = map.next_value()?;
+            m.insert(k, v);
+        }
+        Ok(serde_json::Value::Object(m))
+    }
 }
 
 /// Decodes little/big-endian bytes of a float type into `f64`s or `f32`s.
@@ -356,19 +419,48 @@ impl FromBytes for f64 {
 
 /// Reads a whole raw array as `f64` values in C (row-major) order.
 fn read_raw_f64(raw: &RawArray) -> Result<(Vec<usize>, Vec<f64>)> {
+    check_supported(raw)?;
     let n = n_elements(raw)? as usize;
     let mut f = File::open(&raw.path).map_err(|e| Error::io("open", &raw.path, e))?;
     f.seek(SeekFrom::Start(raw.offset))
         .map_err(read_err(&raw.path))?;
-    let size = raw.dtype.size();
-    let mut bytes = vec![0u8; n * size];
+    // the header parsers checked that the file holds these bytes
+    let mut bytes = vec![0u8; n * raw.dtype.size()];
     f.read_exact(&mut bytes).map_err(read_err(&raw.path))?;
+    Ok((raw.shape.clone(), decode_f64(raw, &bytes)?))
+}
+
+fn check_supported(raw: &RawArray) -> Result<()> {
+    match raw.dtype {
+        Dtype::Other(t) => Err(Error::format(
+            &raw.path,
+            format!("unsupported element type {t}; convert to float32/float64"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Values in C order from data stored in `raw`'s order (a Fortran-order array is
+/// transposed in memory).
+fn to_c_order<T: Clone>(raw: &RawArray, vals: Vec<T>) -> Vec<T> {
+    if raw.fortran && raw.shape.len() > 1 {
+        let a = ArrayD::from_shape_vec(IxDyn(&raw.shape).f(), vals).expect("checked length");
+        a.iter().cloned().collect()
+    } else {
+        vals
+    }
+}
+
+/// Decodes the data bytes of a `raw` array into `f64`s in C order.
+fn decode_f64(raw: &RawArray, bytes: &[u8]) -> Result<Vec<f64>> {
+    check_supported(raw)?;
+    let n = bytes.len() / raw.dtype.size().max(1);
     let mut vals = vec![0f64; n];
     match raw.dtype {
-        Dtype::F64 => decode_floats(&bytes, raw.big_endian, &mut vals),
+        Dtype::F64 => decode_floats(bytes, raw.big_endian, &mut vals),
         Dtype::F32 => {
             let mut v32 = vec![0f32; n];
-            decode_floats(&bytes, raw.big_endian, &mut v32);
+            decode_floats(bytes, raw.big_endian, &mut v32);
             vals.iter_mut().zip(&v32).for_each(|(a, &b)| *a = b as f64);
         }
         Dtype::Int(s) | Dtype::UInt(s) => {
@@ -390,20 +482,9 @@ fn read_raw_f64(raw: &RawArray) -> Result<(Vec<usize>, Vec<f64>)> {
                 };
             }
         }
-        Dtype::Other(t) => {
-            return Err(Error::format(
-                &raw.path,
-                format!("unsupported element type {t}; convert to float32/float64"),
-            ))
-        }
+        Dtype::Other(_) => {}
     }
-    if raw.fortran && raw.shape.len() > 1 {
-        let a = ArrayD::from_shape_vec(IxDyn(&raw.shape).f(), vals)
-            .map_err(|e| Error::format(&raw.path, e.to_string()))?;
-        let c: Vec<f64> = a.iter().copied().collect();
-        return Ok((raw.shape.clone(), c));
-    }
-    Ok((raw.shape.clone(), vals))
+    Ok(to_c_order(raw, vals))
 }
 
 /// An array read into memory from a bundle or a file, with the file it came from.
@@ -474,7 +555,8 @@ pub fn to_labels(a: &NamedArray) -> Result<Vec<u32>> {
     Ok(out)
 }
 
-fn load_npy_array(path: &Path) -> Result<NamedArray> {
+/// Reads a whole `.npy` array of any supported dtype into memory (values as `f64`, C order).
+pub fn read_npy_array(path: &Path) -> Result<NamedArray> {
     let raw = npy_header(path)?;
     let (shape, values) = read_raw_f64(&raw)?;
     Ok(NamedArray {
@@ -488,17 +570,17 @@ fn load_npy_array(path: &Path) -> Result<NamedArray> {
 
 /// Reads labels from a `.npy` file (any integer dtype, shape $(N,)$ or $(N,1)$).
 pub fn read_labels(path: &Path) -> Result<Vec<u32>> {
-    to_labels(&load_npy_array(path)?)
+    to_labels(&read_npy_array(path)?)
 }
 
 /// Reads a $K\times d$ classifier from a `.npy` file (`f32`/`f64`, either order).
 pub fn read_matrix(path: &Path) -> Result<Array2<f64>> {
-    load_npy_array(path)?.matrix("the classifier W")
+    read_npy_array(path)?.matrix("the classifier W")
 }
 
 /// Reads a bias vector from a `.npy` file.
 pub fn read_vector(path: &Path) -> Result<Array1<f64>> {
-    load_npy_array(path)?.vector("the bias b")
+    read_npy_array(path)?.vector("the bias b")
 }
 
 /// Where feature rows come from.
@@ -820,38 +902,68 @@ const B_NAMES: &[&str] = &["b", "bias", "fc.bias"];
 
 /// A bundle's arrays: raw (streamable) for safetensors, in memory for `.npz`.
 enum Bundle {
-    Raw(Vec<(String, RawArray)>),
-    /// The archive, its array names, and the arrays stored uncompressed (`np.savez`), which
-    /// are streamed or mapped like `.npy` files.
-    Npz(PathBuf, Vec<String>, Vec<(String, RawArray)>),
+    Raw(PathBuf, Vec<(String, RawArray)>),
+    /// The archive, and the arrays stored uncompressed (`np.savez`), which are streamed or
+    /// mapped like `.npy` files once their CRC-32 is checked.
+    Npz(crate::npy::Npz, Vec<(String, RawArray)>),
 }
 
 /// The members of an `.npz` archive stored without compression (`np.savez`), as raw arrays
 /// inside the archive file; compressed members (`np.savez_compressed`) are left out.
-fn npz_stored_members(path: &Path) -> Result<Vec<(String, RawArray)>> {
-    let f = File::open(path).map_err(|e| Error::io("open", path, e))?;
-    let mut za = zip::ZipArchive::new(f)
-        .map_err(|e| Error::format(path, format!("not a readable .npz (zip) archive: {e}")))?;
-    let mut spans = Vec::new();
-    for i in 0..za.len() {
-        let zf = za
-            .by_index_raw(i)
-            .map_err(|e| Error::format(path, format!("corrupt .npz member {i}: {e}")))?;
-        if zf.compression() == zip::CompressionMethod::Stored {
-            if let Some(name) = zf.name().strip_suffix(".npy") {
-                spans.push((name.to_string(), zf.data_start(), zf.size()));
+fn npz_stored_members(npz: &crate::npy::Npz) -> Result<Vec<(String, RawArray)>> {
+    let path = npz.path();
+    let mut f = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    npz.members()
+        .iter()
+        .filter(|m| !m.deflated)
+        .map(|m| {
+            let what = format!("array `{}`: ", m.name);
+            let raw = npy_header_in(path, &mut f, m.data_start, m.data_start + m.size, &what)?;
+            Ok((m.name.clone(), raw))
+        })
+        .collect()
+}
+
+/// Whether `name` looks like a misspelling of `alias`: equal up to case, or (for aliases of
+/// three or more letters) one edit or one swap of neighbours away.
+fn near_miss(name: &str, alias: &str) -> bool {
+    if name == alias {
+        return false;
+    }
+    let (a, b): (Vec<char>, Vec<char>) = (
+        name.to_lowercase().chars().collect(),
+        alias.to_lowercase().chars().collect(),
+    );
+    if a == b {
+        return true;
+    }
+    if b.len() < 3 {
+        return false;
+    }
+    // optimal string alignment distance <= 1
+    let (n, m) = (a.len(), b.len());
+    if n.abs_diff(m) > 1 {
+        return false;
+    }
+    let mut d = vec![vec![0usize; m + 1]; n + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for j in 0..=m {
+        d[0][j] = j;
+    }
+    for i in 1..=n {
+        for j in 1..=m {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
             }
         }
     }
-    let mut f = File::open(path).map_err(|e| Error::io("open", path, e))?;
-    spans
-        .into_iter()
-        .map(|(name, start, size)| {
-            let raw = npy_header_in(path, &mut f, start, start + size)
-                .map_err(|e| Error::format(path, format!("array `{name}`: {e}")))?;
-            Ok((name, raw))
-        })
-        .collect()
+    d[n][m] <= 1
 }
 
 impl Bundle {
@@ -863,15 +975,11 @@ impl Bundle {
             .to_ascii_lowercase();
         match ext.as_str() {
             "npz" => {
-                let f = File::open(path).map_err(|e| Error::io("open", path, e))?;
-                let mut z = ndarray_npy::NpzReader::new(f).map_err(|e| {
-                    Error::format(path, format!("not a readable .npz (zip) archive: {e}"))
-                })?;
-                let names = z.names().map_err(|e| npz_error(path, "", e))?;
-                let stored = npz_stored_members(path)?;
-                Ok(Bundle::Npz(path.to_path_buf(), names, stored))
+                let npz = crate::npy::Npz::open(path)?;
+                let stored = npz_stored_members(&npz)?;
+                Ok(Bundle::Npz(npz, stored))
             }
-            "safetensors" => Ok(Bundle::Raw(safetensors_header(path)?)),
+            "safetensors" => Ok(Bundle::Raw(path.to_path_buf(), safetensors_header(path)?)),
             _ => Err(Error::format(
                 path,
                 "unknown bundle type; expected .npz or .safetensors (use --features/--labels for .npy files)",
@@ -881,8 +989,8 @@ impl Bundle {
 
     fn names(&self) -> Vec<String> {
         match self {
-            Bundle::Raw(v) => v.iter().map(|(n, _)| n.clone()).collect(),
-            Bundle::Npz(_, n, _) => n.clone(),
+            Bundle::Raw(_, v) => v.iter().map(|(n, _)| n.clone()).collect(),
+            Bundle::Npz(z, _) => z.names(),
         }
     }
 
@@ -894,18 +1002,52 @@ impl Bundle {
             .map(|s| s.to_string())
     }
 
+    /// Like [`Bundle::find`] for an optional array, but a name that looks like a misspelling
+    /// of an alias (a corrupt or mistyped name) is an error rather than a silent omission.
+    fn find_optional(&self, path: &Path, what: &str, aliases: &[&str]) -> Result<Option<String>> {
+        if let Some(n) = self.find(aliases) {
+            return Ok(Some(n));
+        }
+        let names = self.names();
+        for n in &names {
+            if let Some(a) = aliases.iter().find(|a| near_miss(n, a)) {
+                return Err(Error::format(
+                    path,
+                    format!(
+                        "no {what} array ({}), but the file holds `{n}`, which looks like a misspelt `{a}` (a corrupt or mistyped name); the file holds {names:?}; rename the array",
+                        aliases.join(" or ")
+                    ),
+                ));
+            }
+        }
+        Ok(None)
+    }
+
     fn raw(&self, name: &str) -> Option<&RawArray> {
         match self {
-            Bundle::Raw(v) | Bundle::Npz(_, _, v) => {
+            Bundle::Raw(_, v) | Bundle::Npz(_, v) => {
                 v.iter().find(|(n, _)| n == name).map(|(_, r)| r)
             }
         }
     }
 
+    /// Checks the CRC-32 of an `.npz` member before it is streamed in place (one sequential
+    /// read of the member); a no-op for safetensors, which has no checksum.
+    fn verify(&self, name: &str) -> Result<()> {
+        match self {
+            Bundle::Npz(z, _) => z.verify(name),
+            Bundle::Raw(..) => Ok(()),
+        }
+    }
+
     fn load(&self, name: &str, keep_f32: bool) -> Result<NamedArray> {
         match self {
-            Bundle::Raw(v) => {
-                let raw = &v.iter().find(|(n, _)| n == name).expect("listed").1;
+            Bundle::Raw(path, v) => {
+                let raw = &v
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .ok_or_else(|| Error::format(path, format!("no array `{name}`")))?
+                    .1;
                 let (shape, values) = read_raw_f64(raw)?;
                 Ok(NamedArray {
                     origin: format!("{}:{name}", raw.path.display()),
@@ -915,76 +1057,41 @@ impl Bundle {
                     values_f32: None,
                 })
             }
-            Bundle::Npz(path, _, _) => npz_array(path, name, keep_f32),
+            Bundle::Npz(z, _) => npz_array(z, name, keep_f32),
         }
     }
 }
 
-fn npz_error(path: &Path, name: &str, e: ndarray_npy::ReadNpzError) -> Error {
-    let msg = e.to_string();
-    let arr = if name.is_empty() {
-        String::new()
-    } else {
-        format!("array `{name}`: ")
+/// Reads array `name` of an `.npz` archive into memory (size and CRC-32 checked).
+pub fn npz_array(npz: &crate::npy::Npz, name: &str, keep_f32: bool) -> Result<NamedArray> {
+    let (h, bytes) = npz.read(name)?;
+    let raw = RawArray {
+        path: npz.path().to_path_buf(),
+        dtype: h.dtype,
+        big_endian: h.big_endian,
+        shape: h.shape,
+        fortran: h.fortran,
+        offset: 0,
     };
-    if msg.contains("Compression method") {
-        Error::format(
-            path,
-            format!("{arr}unsupported zip compression ({msg}); save with numpy.savez or numpy.savez_compressed, or as .npy files (which are also streamed)"),
-        )
-    } else {
-        Error::format(path, format!("{arr}corrupt or unreadable .npz: {msg}"))
+    let origin = format!("{}:{name}", npz.path().display());
+    if keep_f32 && raw.dtype == Dtype::F32 {
+        let mut v = vec![0f32; bytes.len() / 4];
+        decode_floats(&bytes, raw.big_endian, &mut v);
+        return Ok(NamedArray {
+            origin,
+            dtype: raw.dtype,
+            values_f32: Some(to_c_order(&raw, v)),
+            shape: raw.shape,
+            values: Vec::new(),
+        });
     }
-}
-
-fn npz_array(path: &Path, name: &str, keep_f32: bool) -> Result<NamedArray> {
-    use ndarray_npy::{ReadNpyError, ReadNpzError};
-    let origin = format!("{}:{name}", path.display());
-    let f = File::open(path).map_err(|e| Error::io("open", path, e))?;
-    let mut z = ndarray_npy::NpzReader::new(f)
-        .map_err(|e| Error::format(path, format!("not a readable .npz archive: {e}")))?;
-    macro_rules! attempt {
-        ($t:ty, $dt:expr) => {
-            match z.by_name::<ndarray::OwnedRepr<$t>, IxDyn>(name) {
-                Ok(a) => {
-                    let shape = a.shape().to_vec();
-                    let f32s: Option<Vec<f32>> = if keep_f32 && $dt == Dtype::F32 {
-                        Some(a.iter().map(|&v| v as f32).collect())
-                    } else {
-                        None
-                    };
-                    let values: Vec<f64> = if f32s.is_some() {
-                        Vec::new()
-                    } else {
-                        a.iter().map(|&v| v as f64).collect()
-                    };
-                    return Ok(NamedArray {
-                        origin,
-                        dtype: $dt,
-                        shape,
-                        values,
-                        values_f32: f32s,
-                    });
-                }
-                Err(ReadNpzError::Npy(ReadNpyError::WrongDescriptor(_))) => {}
-                Err(e) => return Err(npz_error(path, name, e)),
-            }
-        };
-    }
-    attempt!(f64, Dtype::F64);
-    attempt!(f32, Dtype::F32);
-    attempt!(i64, Dtype::Int(8));
-    attempt!(i32, Dtype::Int(4));
-    attempt!(i16, Dtype::Int(2));
-    attempt!(i8, Dtype::Int(1));
-    attempt!(u64, Dtype::UInt(8));
-    attempt!(u32, Dtype::UInt(4));
-    attempt!(u16, Dtype::UInt(2));
-    attempt!(u8, Dtype::UInt(1));
-    Err(Error::format(
-        path,
-        format!("array `{name}` has an unsupported dtype (need float32/float64 or integers)"),
-    ))
+    Ok(NamedArray {
+        origin,
+        dtype: raw.dtype,
+        values: decode_f64(&raw, &bytes)?,
+        shape: raw.shape,
+        values_f32: None,
+    })
 }
 
 /// Features from a bundle array: `features` is $N\times d$; `H` is $d\times N$ unless only
@@ -1013,7 +1120,9 @@ fn bundle_features(
     };
     if let Some(raw) = bundle.raw(name) {
         if !transposed(&raw.shape)? {
-            return FeatureSource::from_raw(raw.clone(), origin);
+            let src = FeatureSource::from_raw(raw.clone(), origin)?;
+            bundle.verify(name)?;
+            return Ok(src);
         }
     }
     let a = bundle.load(name, true)?;
@@ -1045,6 +1154,9 @@ pub fn open_bundle(path: &Path) -> Result<Inputs> {
     let bundle = Bundle::open(path)?;
     let names = bundle.names();
     let missing = |what: &str, aliases: &[&str]| {
+        if let Err(e) = bundle.find_optional(path, what, aliases) {
+            return e;
+        }
         Error::format(
             path,
             format!(
@@ -1061,17 +1173,17 @@ pub fn open_bundle(path: &Path) -> Result<Inputs> {
         .find(FEATURE_NAMES)
         .ok_or_else(|| missing("features", FEATURE_NAMES))?;
     let features = bundle_features(&bundle, path, &fname, labels.len())?;
-    let w = match bundle.find(W_NAMES) {
+    let w = match bundle.find_optional(path, "classifier", W_NAMES)? {
         Some(n) => Some(bundle.load(&n, false)?.matrix("the classifier W")?),
         None => None,
     };
-    let b = match bundle.find(B_NAMES) {
+    let b = match bundle.find_optional(path, "bias", B_NAMES)? {
         Some(n) => Some(bundle.load(&n, false)?.vector("the bias b")?),
         None => None,
     };
     let test = match (
-        bundle.find(&["test_features"]),
-        bundle.find(&["test_labels"]),
+        bundle.find_optional(path, "test features", &["test_features"])?,
+        bundle.find_optional(path, "test labels", &["test_labels"])?,
     ) {
         (Some(f), Some(l)) => {
             let tl = to_labels(&bundle.load(&l, false)?)?;
@@ -1106,9 +1218,18 @@ pub fn open_features(path: &Path) -> Result<FeatureSource> {
         return FeatureSource::open_npy(path);
     }
     let bundle = Bundle::open(path)?;
-    let fname = bundle
-        .find(FEATURE_NAMES)
-        .ok_or_else(|| Error::format(path, "no `features` or `H` array in the file".to_string()))?;
+    let fname = match bundle.find_optional(path, "features", FEATURE_NAMES)? {
+        Some(f) => f,
+        None => {
+            return Err(Error::format(
+                path,
+                format!(
+                    "no `features` or `H` array; the file holds {:?}",
+                    bundle.names()
+                ),
+            ))
+        }
+    };
     let n = match bundle.find(LABEL_NAMES) {
         Some(l) => to_labels(&bundle.load(&l, false)?)?.len(),
         None => 0,

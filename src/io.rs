@@ -293,32 +293,69 @@ pub fn save_ufm_npz<T: Real + ndarray_npy::WritableElement>(
 /// Loads a point saved by [`save_ufm_npz`] (`ufm solve --save`) (arrays `W` $K\times d$, `H` $d\times N$, `b`) as a
 /// flat parameter vector of `p`, checking every shape against `p`.
 pub fn load_ufm_npz(path: &Path, p: &UfmProblem) -> Result<Vec<f64>> {
-    use ndarray::{Array1, Array2};
-    let f = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
-    let mut npz = ndarray_npy::NpzReader::new(f)
-        .map_err(|e| Error::format(path, format!("not an .npz file: {e}")))?;
+    use crate::features::{npz_array, Dtype};
+    // Checked reader: sizes, names and CRC-32 of every member (crate::npy); a member that
+    // is present but unreadable is an error, never silently skipped.
+    let npz = crate::npy::Npz::open(path)?;
     // f64 arrays, or f32 ones (from `ufm solve --precision f32 --save`) widened exactly.
-    let mut get = |name: &str| -> Option<ndarray::ArrayD<f64>> {
-        let a: Option<ndarray::ArrayD<f64>> = npz.by_name(name).ok();
-        a.or_else(|| {
-            let a: ndarray::ArrayD<f32> = npz.by_name(name).ok()?;
-            Some(a.mapv(f64::from))
-        })
-    };
-    let two = |a: Option<ndarray::ArrayD<f64>>, name: &str| -> Result<Array2<f64>> {
-        a.and_then(|a| a.into_dimensionality().ok()).ok_or_else(|| {
-            Error::format(
+    let get = |name: &str| -> Result<Option<crate::features::NamedArray>> {
+        if npz.member(name).is_none() {
+            return Ok(None);
+        }
+        let a = npz_array(&npz, name, false)?;
+        if !matches!(a.dtype, Dtype::F32 | Dtype::F64) {
+            return Err(Error::format(
                 path,
-                format!("no f32/f64 2-D array `{name}` (as written by `ufm solve --save`)"),
-            )
-        })
+                format!(
+                    "`{name}` is {} but must be float32 or float64",
+                    a.dtype.name()
+                ),
+            ));
+        }
+        Ok(Some(a))
     };
-    let w = two(get("W"), "W")?;
-    let h = two(get("H"), "H")?;
-    let b: Option<Array1<f64>> = get("b").and_then(|a| a.into_dimensionality().ok());
-    let labels: Option<ndarray::ArrayD<i64>> = npz.by_name("labels").ok();
-    if let Some(l) = labels {
-        if l.len() != p.n_samples() || l.iter().zip(p.labels()).any(|(&a, &b)| a != b as i64) {
+    let two = |name: &str| -> Result<Array2<f64>> {
+        match get(name)? {
+            Some(a) if a.shape.len() == 2 => {
+                Ok(Array2::from_shape_vec((a.shape[0], a.shape[1]), a.values).expect("shape"))
+            }
+            _ => Err(Error::format(
+                path,
+                format!(
+                    "no f32/f64 2-D array `{name}` (as written by `ufm solve --save`); the file holds {:?}",
+                    npz.names()
+                ),
+            )),
+        }
+    };
+    let w = two("W")?;
+    let h = two("H")?;
+    let b: Option<Array1<f64>> = match get("b")? {
+        Some(a) if a.shape.len() == 1 => Some(Array1::from(a.values)),
+        Some(a) => {
+            return Err(Error::format(
+                path,
+                format!("`b` has shape {:?} but must be 1-D", a.shape),
+            ))
+        }
+        None => None,
+    };
+    if b.is_none() {
+        if let Some(n) = npz.names().iter().find(|n| *n == "B" || *n == "bias") {
+            return Err(Error::format(
+                path,
+                format!("no bias `b`, but the file holds `{n}` (a corrupt or mistyped name); the file holds {:?}", npz.names()),
+            ));
+        }
+    }
+    if npz.member("labels").is_some() {
+        let l = npz_array(&npz, "labels", false)?;
+        if l.values.len() != p.n_samples()
+            || l.values
+                .iter()
+                .zip(p.labels())
+                .any(|(&a, &b)| a != b as f64)
+        {
             return Err(Error::format(
                 path,
                 "its `labels` differ from the problem's (class sizes); pass the --classes/--per-class/--class-sizes the point was solved with",

@@ -17,15 +17,22 @@
 //! | [`ufm`] | problem definition, losses, objective/gradient/Hessian-vector product, closed forms, ETFs |
 //! | [`solver`] | gradient descent, L-BFGS, trust-region Newton-CG, executor and trace observers |
 //! | [`landscape`] | Hessian spectra, strict saddles, saddle escape, random-init sweeps |
+//! | [`deep`] | deep linear UFM (certified closed-form optimum) and deep ReLU UFM (DNC vs low-rank SRG configuration) |
 //! | [`certify`] | convex nuclear-norm reformulation, FISTA + SVT with a certified duality gap, balanced factorization, minority-collapse sweep |
 //! | [`metrics`] | streaming class statistics and the NC metrics |
 //! | [`features`] | reading features, labels and classifiers from `.npy` (streamed), `.npz`, `.safetensors` |
+//! | [`npy`] | strict `.npy` header parser and checked `.npz` (zip) reader: sizes, names, CRC-32 |
 //! | [`backend`] | `Backend` trait: CPU reference and CUDA (NVRTC kernels in `kernels/`, cuBLAS), `--device` |
 //! | [`nn`] | network training with hand-written layers (MLP, ResNet-18), data sets, `ufm train`/`validate` |
 //! | [`linalg`] | faer-backed symmetric eigensolver and SVD |
 //! | [`limits`] | memory estimates checked before large allocations |
+//! | [`par`] | deterministic parallel reductions (fixed partition, partial sums combined in order) |
 //! | [`io`] | atomic writes (exclusive temporary files, stale-temp cleanup), run-directory locks, `.npz` export and import of UFM points |
 //! | [`plot`] | PNG + SVG figures with an embedded font |
+//! | [`geometry`] | one-vs-rest margins for $K>d+1$ (Wolfe's exact min-norm point, certified) and exact spherical codes (icosahedron, $E_8$, Higman–Sims, McLaughlin) |
+//! | [`seli`] | the SELI geometry of imbalanced classes and the distance of certified optima to it |
+//! | [`regression`] | the regression UFM and its closed form (NRC metrics in [`metrics::nrc`]) |
+//! | [`sphere`] | the normalized UFM on spheres: Riemannian gradient/Hessian, trust region, certificates |
 //!
 //! Everything numerical is generic over [`Real`] (`f64` for theory checks, `f32` for speed).
 //!
@@ -51,17 +58,24 @@
 
 pub mod backend;
 pub mod certify;
+pub mod deep;
 pub mod error;
 pub mod features;
+pub mod geometry;
 pub mod io;
 pub mod landscape;
 pub mod limits;
 pub mod linalg;
 pub mod metrics;
 pub mod nn;
+pub mod npy;
+pub mod par;
 pub mod plot;
 pub mod real;
+pub mod regression;
+pub mod seli;
 pub mod solver;
+pub mod sphere;
 pub mod ufm;
 
 pub use error::{Error, Result};

@@ -320,3 +320,84 @@ fn device_flag_errors_or_falls_back_clearly() {
         }
     }
 }
+
+/// `--weights` without `--bias`: `bias` is left out of the JSON (not computed as if b = 0)
+/// and stderr says so once, also with a test split (whose report would repeat the note).
+#[test]
+fn weights_without_bias_leave_bias_out_with_one_note() {
+    let out = ufm()
+        .args(["metrics", "--json", "--features"])
+        .arg(fixture("h_f64_c.npy"))
+        .arg("--labels")
+        .arg(fixture("y_i64.npy"))
+        .arg("--weights")
+        .arg(fixture("w_f64_f.npy"))
+        .arg("--test-features")
+        .arg(fixture("h_f64_c.npy"))
+        .arg("--test-labels")
+        .arg(fixture("y_i64.npy"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let v = json(&out.stdout);
+    assert!(v.get("bias").is_none(), "{v}");
+    assert!(v["test"].get("bias").is_none(), "{v}");
+    assert!(v.get("nc3").is_some() && v["test"].get("nc3").is_some());
+    assert_eq!(err.matches("`bias`").count(), 1, "{err}");
+    assert!(err.contains("--bias"), "{err}");
+    // asked for by name without b: an error naming --bias
+    let out = ufm()
+        .args(["metrics", "--metrics", "bias", "--features"])
+        .arg(fixture("h_f64_c.npy"))
+        .arg("--labels")
+        .arg(fixture("y_i64.npy"))
+        .arg("--weights")
+        .arg(fixture("w_f64_f.npy"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--bias"));
+}
+
+/// One corrupt label (4,000,000,000) among 50 samples: refused at once (no K × d allocation)
+/// with a short message pointing at `--classes`; `--classes` larger than N is refused too.
+#[test]
+fn outlier_label_is_refused_quickly_with_a_short_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (h, y) = (tmp.path().join("h.npy"), tmp.path().join("y.npy"));
+    write_npy(
+        &h,
+        &Array2::<f64>::from_shape_fn((50, 3), |(i, j)| (i * 3 + j) as f64),
+    )
+    .unwrap();
+    let mut labels: Vec<i64> = (0..50).map(|i| i % 3).collect();
+    labels[17] = 4_000_000_000;
+    write_npy(&y, &Array1::from(labels)).unwrap();
+    let t0 = std::time::Instant::now();
+    let out = ufm()
+        .args(["metrics", "--features"])
+        .arg(&h)
+        .arg("--labels")
+        .arg(&y)
+        .output()
+        .unwrap();
+    assert!(t0.elapsed().as_secs_f64() < 10.0);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("4000000000") && err.contains("index 17") && err.contains("--classes"),
+        "{err}"
+    );
+    assert!(err.len() < 600, "{} bytes: {err}", err.len());
+    let out = ufm()
+        .args(["metrics", "--classes", "4000000001", "--features"])
+        .arg(&h)
+        .arg("--labels")
+        .arg(&y)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("only 50 samples"), "{err}");
+}

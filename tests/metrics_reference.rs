@@ -194,8 +194,9 @@ fn reference(dt: &Data, gm: GlobalMean) -> Reference {
     };
     let pinv = pinv_with(&|_, l| l > tol);
     let nc1 = trace_prod(&sw, &pinv) / k as f64;
-    // Top K-1 eigenpairs (vals ascending).
-    let top = pinv_with(&|i, l| i + k > d && l > 0.0 && i >= d - (k - 1));
+    // Papyan's rank rule: the top min(K-1, rank) eigenpairs (vals ascending), rank counted
+    // above the same tolerance (the top K-1 when the means span K-1 dimensions).
+    let top = pinv_with(&|i, l| l > tol && i + (k - 1) >= d);
     let nc1_papyan = trace_prod(&sw, &top);
     let tr = |a: &Array2<f64>| (0..d).map(|i| a[[i, i]]).sum::<f64>();
     let nc1_trace_ratio = tr(&sw) / tr(&sb);
@@ -416,11 +417,12 @@ fn collapsed_simplex_etf_reaches_every_ideal_value() {
     let h = Array2::from_shape_fn((k * n, d), |(i, j)| 3.0 * etf[[y[i] as usize, j]]);
     let w = etf.mapv(|v| 0.7 * v);
     for strategy in [Strategy::OnePass, Strategy::TwoPass] {
+        let b = Array1::<f64>::zeros(k);
         let r = compute_metrics(
             &InMemory::from(h.view()),
             &y,
             Some(w.view()),
-            None,
+            Some(b.view()),
             &cfg(strategy, GlobalMean::Weighted, 6),
         )
         .unwrap();
@@ -561,4 +563,124 @@ fn bad_inputs_are_clear_errors() {
         .unwrap_err()
         .to_string()
         .contains("known: nc1"));
+}
+
+/// K - 1 > d (K = 100 classes in d = 64): the class means span only d dimensions, so
+/// $\Sigma_B$ has rank 64 < K - 1 and "the top K - 1 eigenpairs" would include 35 round-off
+/// eigenvalues (the old code returned about ±1e16). `nc1_papyan` keeps the top min(K-1, rank)
+/// eigenpairs above the pinv tolerance: it equals the dense reference (pinv of the d×d
+/// $\Sigma_B$ with tolerance max(d,K)·eps·λ_max), is K·nc1, and every other metric still
+/// matches its reference.
+#[test]
+fn nc1_papyan_uses_the_numerical_rank_when_k_minus_1_exceeds_d() {
+    let (k, d) = (100, 64);
+    let sizes: Vec<usize> = (0..k).map(|c| 4 + c % 3).collect();
+    let dt = data(&sizes, d, 1.5, 0.5, 17);
+    for gm in [GlobalMean::Weighted, GlobalMean::ClassMean] {
+        let rf = reference(&dt, gm);
+        assert!(rf.nc1_papyan.is_finite() && rf.nc1_papyan > 0.0);
+        for strategy in [Strategy::OnePass, Strategy::TwoPass] {
+            let r = run(&dt, &cfg(strategy, gm, 97));
+            check(&r, &rf, 1e-9);
+            let (p, n1) = (r.nc1_papyan.unwrap(), r.nc1.unwrap());
+            assert!(p.abs() < 1e6, "{p:e}: round-off eigenvalues were inverted");
+            assert!(
+                (p - k as f64 * n1).abs() <= 1e-12 * p.abs(),
+                "{p} vs K nc1 {n1}"
+            );
+        }
+    }
+}
+
+/// Without a bias b the default selection leaves `bias` out (absent from the report and its
+/// JSON, with a note saying why) instead of computing ‖Wμ_G‖ as if b were 0; asking for it
+/// by name without b is an error naming `--bias`; with b it is computed.
+#[test]
+fn bias_metric_needs_the_bias() {
+    let dt = data(&[10, 12, 9], 4, 1.0, 0.0, 18);
+    let f = InMemory::from(dt.h.view());
+    let c = MetricsConfig::default();
+    let r = compute_metrics(&f, &dt.y, Some(dt.w.view()), None, &c).unwrap();
+    assert_eq!(r.bias, None);
+    assert!(r.nc3.is_some() && r.nc2_w.is_some());
+    let json = serde_json::to_string(&r).unwrap();
+    assert!(!json.contains("\"bias\""), "{json}");
+    assert_eq!(r.notes.len(), 1, "{:?}", r.notes);
+    assert!(
+        r.notes[0].contains("bias") && r.notes[0].contains("--bias"),
+        "{:?}",
+        r.notes
+    );
+    let only = MetricsConfig {
+        metrics: Some(vec![Metric::Bias]),
+        ..Default::default()
+    };
+    let e = compute_metrics(&f, &dt.y, Some(dt.w.view()), None, &only)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`bias`") && e.contains("--bias"), "{e}");
+    let r = compute_metrics(&f, &dt.y, Some(dt.w.view()), Some(dt.b.view()), &c).unwrap();
+    assert_close(
+        "bias",
+        r.bias,
+        reference(&dt, GlobalMean::Weighted).bias,
+        RTOL,
+    );
+    assert!(r.notes.is_empty());
+}
+
+/// One outlier label (4e9) does not make K = 4e9 + 1: an inferred K above the cap, or any K
+/// above N (every class needs a sample), is refused at once with a short message that says to
+/// pass `--classes`; messages that list classes list a few and count the rest.
+#[test]
+fn outlier_labels_and_huge_k_are_refused_with_short_messages() {
+    let dt = data(&[5, 5, 5], 3, 1.0, 0.0, 19);
+    let f = InMemory::from(dt.h.view());
+    let mut y = dt.y.clone();
+    y[4] = 4_000_000_000;
+    let c = MetricsConfig::default();
+    let t0 = std::time::Instant::now();
+    let e = compute_metrics(&f, &y, None, None, &c)
+        .unwrap_err()
+        .to_string();
+    assert!(t0.elapsed().as_secs_f64() < 1.0, "no K-sized allocation");
+    assert!(e.contains("4000000000") && e.contains("--classes"), "{e}");
+    assert!(e.contains("index 4"), "{e}");
+    assert!(e.len() < 400, "{} bytes: {e}", e.len());
+    // Explicit K larger than N: cannot give every class a sample.
+    let huge = MetricsConfig {
+        n_classes: Some(4_000_000_001),
+        ..Default::default()
+    };
+    let e = compute_metrics(&f, &y, None, None, &huge)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("4000000001") && e.contains("15 samples"), "{e}");
+    // A legitimate K above the inference cap works with --classes (given K <= N) ...
+    let n = 120_010;
+    let big_k = ufm::metrics::compute::MAX_INFERRED_CLASSES + 5;
+    let yk: Vec<u32> = (0..n).map(|i| (i % big_k) as u32).collect();
+    let h1 = Array2::from_shape_fn((n, 1), |(i, _)| (i % 7) as f64);
+    let f1 = InMemory::from(h1.view());
+    let only = |k: Option<usize>| MetricsConfig {
+        n_classes: k,
+        metrics: Some(vec![Metric::Nc1TraceRatio]),
+        ..Default::default()
+    };
+    let e = compute_metrics(&f1, &yk, None, None, &only(None))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("--classes"), "{e}");
+    let r = compute_metrics(&f1, &yk, None, None, &only(Some(big_k))).unwrap();
+    assert_eq!(r.n_classes, big_k);
+    // ... and a K that leaves 90,000 classes empty lists a few of them and counts the rest.
+    let yk: Vec<u32> = (0..n).map(|i| (i % 10_000) as u32).collect();
+    let e = compute_metrics(&f1, &yk, None, None, &only(Some(100_000)))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("10000, 10001") && e.contains("90000 classes"),
+        "{e}"
+    );
+    assert!(e.len() < 400, "{} bytes: {e}", e.len());
 }

@@ -5,23 +5,20 @@
 //! one full training step of every model variant (the parameter *updates* agree to 1e-3:
 //! gradients through up to 18 layers of f32 GEMMs summed in different orders), and a short
 //! training run with the same seed and batch order (per-epoch loss within 1e-3 relative, top-1
-//! within 2 points, validation NC metrics within 1e-2), on the real data in `../shared/data`
-//! (or `$UFM_DATA_DIR`).
+//! within 2 points, validation NC metrics within 1e-2), on the real data in `$UFM_DATA_DIR`
+//! (default `../shared/data`).
 //!
-//! Without a usable GPU the GPU comparisons print why they are skipped; the CLI tests (`cli_*`:
-//! `--device cuda` is a clear error, `--device auto` falls back with one note) always run.
+//! The GPU comparisons (module `gpu`) are ignored by default; run them with
+//! `cargo test --test nn_cuda_parity -- --ignored gpu`. Without a usable GPU they then print
+//! `SKIPPED (no GPU)`, or fail under `UFM_REQUIRE_GPU=1` (see `tests/common`). The CLI tests
+//! (`cli_*`: `--device cuda` is a clear error, `--device auto` falls back with one note) run
+//! always, on a synthetic MNIST.
+
+mod common;
 
 use assert_cmd::Command;
 use ufm::backend::Device;
 use ufm::nn::cuda::NnDevice;
-
-fn data_dir() -> std::path::PathBuf {
-    std::env::var_os("UFM_DATA_DIR")
-        .map(Into::into)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data")
-        })
-}
 
 #[cfg(feature = "cuda")]
 mod gpu {
@@ -81,16 +78,9 @@ mod gpu {
     use ufm::nn::validate::validate_run_on;
 
     fn layers() -> Option<LayerGpu> {
-        match LayerGpu::new(0) {
-            Ok(g) => {
-                println!("device: {}", g.name());
-                Some(g)
-            }
-            Err(e) => {
-                println!("SKIPPED (no GPU): {e}");
-                None
-            }
-        }
+        let g = common::gpu_or_skip(LayerGpu::new(0))?;
+        println!("device: {}", g.name());
+        Some(g)
     }
 
     fn rnd4(shape: (usize, usize, usize, usize), seed: u64) -> Array4<f32> {
@@ -107,6 +97,7 @@ mod gpu {
     }
 
     #[test]
+    #[ignore = "needs a CUDA GPU"]
     fn conv2d_matches_cpu() {
         let Some(g) = layers() else { return };
         // (n, c_in, c_out, h, k, stride, padding): the ResNet-18 convolutions, odd sizes.
@@ -140,6 +131,7 @@ mod gpu {
     }
 
     #[test]
+    #[ignore = "needs a CUDA GPU"]
     fn batch_norm_matches_cpu() {
         let Some(g) = layers() else { return };
         for (i, (shape, train)) in [
@@ -195,6 +187,7 @@ mod gpu {
     }
 
     #[test]
+    #[ignore = "needs a CUDA GPU"]
     fn relu_pools_linear_losses_match_cpu() {
         let Some(g) = layers() else { return };
         // ReLU, with exact zeros in the input (zero gradient at 0, as PyTorch).
@@ -286,6 +279,7 @@ mod gpu {
     /// `scripts/make_torch_fixtures.py`, float64 references) on the GPU layers, f32 tolerance
     /// 1e-4 relative to the largest reference entry, as the CPU layers must meet.
     #[test]
+    #[ignore = "needs a CUDA GPU"]
     fn gpu_layers_match_the_pytorch_fixtures() {
         use ndarray_npy::NpzReader;
         let Some(g) = layers() else { return };
@@ -464,6 +458,7 @@ mod gpu {
     /// One training step of each model variant: logits, loss, and the update of every
     /// tensor (parameters, running statistics, counters) agree with the CPU step.
     #[test]
+    #[ignore = "needs a CUDA GPU"]
     fn one_training_step_of_every_model_matches_cpu() {
         let Some(g) = layers() else { return };
         let cases: Vec<(&str, ModelConfig, OptimizerKind, LossKind)> = vec![
@@ -574,6 +569,7 @@ mod gpu {
     }
 
     fn train_cfg(
+        data_dir: &std::path::Path,
         dataset: DatasetName,
         model: ModelConfig,
         per_class: usize,
@@ -582,7 +578,7 @@ mod gpu {
     ) -> TrainConfig {
         TrainConfig {
             dataset,
-            data_dir: data_dir(),
+            data_dir: data_dir.to_path_buf(),
             model,
             optimizer: OptimizerKind::Sgd,
             lr: 0.05,
@@ -604,22 +600,16 @@ mod gpu {
     /// The same short run on the CPU and the GPU (same seed, batches, augmentation):
     /// per-epoch losses and accuracies, and the NC metrics of `validate` on each device.
     #[test]
-    fn short_training_runs_match_cpu() {
-        let dev = match NnDevice::select(Device::Cuda, Some(OptimizerKind::Sgd)) {
-            Ok(d) => d,
-            Err(e) => {
-                println!("SKIPPED (no GPU): {e}");
-                return;
-            }
-        };
-        if !data_dir().join("MNIST/raw").is_dir() {
-            println!(
-                "SKIPPED (no data in {}): set UFM_DATA_DIR",
-                data_dir().display()
-            );
+    #[ignore = "needs a CUDA GPU and the real data (UFM_DATA_DIR or ../shared/data)"]
+    fn short_training_runs_on_real_data_match_cpu() {
+        let Some(dev) =
+            common::gpu_or_skip(NnDevice::select(Device::Cuda, Some(OptimizerKind::Sgd)))
+        else {
             return;
-        }
+        };
+        let data_dir = common::real_data_dir();
         let mut sota = train_cfg(
+            &data_dir,
             DatasetName::Cifar10,
             model(Arch::Resnet18Adapt, 4, false, 0, false, true),
             20,
@@ -632,6 +622,7 @@ mod gpu {
             (
                 "mlp mnist",
                 train_cfg(
+                    &data_dir,
                     DatasetName::Mnist,
                     model(Arch::Mlp, 64, false, 0, false, true),
                     50,
@@ -642,6 +633,7 @@ mod gpu {
             (
                 "resnet18 cifar10",
                 train_cfg(
+                    &data_dir,
                     DatasetName::Cifar10,
                     model(Arch::Resnet18, 0, false, 0, false, true),
                     20,
@@ -700,7 +692,7 @@ fn gpu_usable() -> bool {
     NnDevice::select(Device::Cuda, None).is_ok()
 }
 
-fn train_args(out: &std::path::Path, uid: &str) -> Vec<String> {
+fn train_args(data: &std::path::Path, out: &std::path::Path, uid: &str) -> Vec<String> {
     [
         "train",
         "--dataset",
@@ -724,7 +716,7 @@ fn train_args(out: &std::path::Path, uid: &str) -> Vec<String> {
     .map(|s| s.to_string())
     .chain([
         "--data-dir".to_string(),
-        data_dir().display().to_string(),
+        data.display().to_string(),
         "--out-dir".to_string(),
         out.display().to_string(),
     ])
@@ -732,14 +724,15 @@ fn train_args(out: &std::path::Path, uid: &str) -> Vec<String> {
 }
 
 /// `ufm train --device cuda` without a GPU is a clear error (exit 1, nothing written);
-/// `--device auto` trains on the CPU with one note on stderr.
+/// `--device auto` trains on the CPU with one note on stderr (on a synthetic MNIST).
 #[test]
 fn cli_train_device_flag() {
     let tmp = tempfile::tempdir().unwrap();
+    let data = common::synthetic_mnist(&tmp.path().join("data"), 10, 2, 5);
     let usable = gpu_usable();
     let out = Command::cargo_bin("ufm")
         .unwrap()
-        .args(train_args(tmp.path(), "a"))
+        .args(train_args(&data, tmp.path(), "a"))
         .args(["--device", "cuda"])
         .output()
         .unwrap();
@@ -753,7 +746,7 @@ fn cli_train_device_flag() {
     }
     let out = Command::cargo_bin("ufm")
         .unwrap()
-        .args(train_args(tmp.path(), "b"))
+        .args(train_args(&data, tmp.path(), "b"))
         .args(["--device", "auto"])
         .output()
         .unwrap();

@@ -1,22 +1,16 @@
-//! Data loaders on the real files in `../shared/data` (see its README) and on corrupted
-//! copies. Label histograms are the published ones (README of the data folder).
+//! Data loaders on the real files (`UFM_DATA_DIR`, default `../shared/data`; see its README),
+//! on synthetic files in the same formats and on corrupted copies. Label histograms are the
+//! published ones (README of the data folder).
 
-use std::path::PathBuf;
+mod common;
+
+use common::real_data_dir;
 use ufm::nn::data::{self, DatasetName};
 
-fn data_dir() -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
-    assert!(
-        d.is_dir(),
-        "real data expected in {} (see the project README)",
-        d.display()
-    );
-    d
-}
-
 #[test]
-fn mnist_loads_with_published_histograms_and_32x32_images() {
-    let d = data::load_mnist(&data_dir()).unwrap();
+#[ignore = "needs the real data (UFM_DATA_DIR or ../shared/data)"]
+fn real_data_mnist_loads_with_published_histograms_and_32x32_images() {
+    let d = data::load_mnist(&real_data_dir()).unwrap();
     assert_eq!(d.train.len(), 60000);
     assert_eq!(d.test.len(), 10000);
     assert_eq!(
@@ -43,8 +37,9 @@ fn mnist_loads_with_published_histograms_and_32x32_images() {
 }
 
 #[test]
-fn cifar_subset_loads_any_multiple_of_3073_bytes() {
-    let d = data::load_cifar10(&data_dir()).unwrap();
+#[ignore = "needs the real data (UFM_DATA_DIR or ../shared/data)"]
+fn real_data_cifar_subset_loads_any_multiple_of_3073_bytes() {
+    let d = data::load_cifar10(&real_data_dir()).unwrap();
     assert_eq!(d.train.len(), 4000);
     assert_eq!(d.test.len(), 1000);
     assert_eq!(
@@ -104,16 +99,39 @@ fn corrupt_and_missing_files_give_actionable_errors() {
     );
 }
 
+/// On a synthetic CIFAR-10 of 5 images per class: the random labels are balanced, saved, and
+/// read back from the file instead of drawn again from a new seed.
 #[test]
 fn random_labels_are_saved_and_reused() {
     let tmp = tempfile::tempdir().unwrap();
+    let dir = common::synthetic_cifar(&tmp.path().join("data"), 5, 2, 3);
     let f = tmp.path().join("labels.json");
-    let a = data::load_cifar10_random(&data_dir(), &f, 5).unwrap();
+    let a = data::load_cifar10_random(&dir, &f, 5).unwrap();
     assert!(f.is_file());
-    assert!(a.train.class_counts(10).iter().all(|&c| c == 400));
-    let b = data::load_cifar10_random(&data_dir(), &f, 999).unwrap();
+    assert_eq!(a.train.len(), 50);
+    assert!(a.train.class_counts(10).iter().all(|&c| c == 5));
+    let orig = data::load_cifar10(&dir).unwrap();
+    assert_ne!(a.train.labels, orig.train.labels, "labels must be redrawn");
+    let b = data::load_cifar10_random(&dir, &f, 999).unwrap();
     assert_eq!(
         a.train.labels, b.train.labels,
         "labels must come from the file, not the new seed"
     );
+}
+
+/// The synthetic files the tests train on are read by the real loaders: sizes, balanced
+/// histograms, 32×32 MNIST after resizing.
+#[test]
+fn synthetic_fixtures_load_like_the_real_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = data::load_mnist(&common::synthetic_mnist(tmp.path(), 7, 3, 1)).unwrap();
+    assert_eq!((m.train.len(), m.test.len()), (70, 30));
+    assert_eq!(m.train.class_counts(10), vec![7; 10]);
+    assert_eq!(
+        (m.train.channels, m.train.height, m.train.width),
+        (1, 32, 32)
+    );
+    let c = data::load_cifar10(&common::synthetic_cifar(tmp.path(), 4, 2, 2)).unwrap();
+    assert_eq!((c.train.len(), c.test.len()), (40, 20));
+    assert_eq!(c.test.class_counts(10), vec![2; 10]);
 }

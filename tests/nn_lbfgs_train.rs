@@ -1,7 +1,10 @@
 //! `ufm train --optimizer LBFGS` keeps `torch.optim.LBFGS`'s state across batches and across
-//! `--resume` (the optimizer itself is checked against PyTorch in `tests/nn_torch_parity.rs`).
+//! `--resume` (the optimizer itself is checked against PyTorch in `tests/nn_torch_parity.rs`),
+//! on a synthetic MNIST written by the test (`tests/common`).
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use ufm::nn::checkpoint::Checkpoint;
 use ufm::nn::data::DatasetName;
 use ufm::nn::layers::{LossKind, Module, TensorMut};
@@ -9,10 +12,10 @@ use ufm::nn::models::{Arch, ModelConfig, Net};
 use ufm::nn::optim::{OptimizerKind, Schedule};
 use ufm::nn::train::{checkpoint_path, train, Existing, Silent, TrainConfig};
 
-fn lbfgs_config(epochs: usize) -> TrainConfig {
+fn lbfgs_config(data_dir: &Path, epochs: usize) -> TrainConfig {
     TrainConfig {
         dataset: DatasetName::Mnist,
-        data_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"),
+        data_dir: data_dir.to_path_buf(),
         model: ModelConfig {
             arch: Arch::Mlp,
             width: 16,
@@ -56,7 +59,8 @@ fn all_tensors(p: &Path, net: &mut Net<f32>) -> Vec<f32> {
 /// through `resume.safetensors`. After 8 steps the history is full (3 pairs stored).
 #[test]
 fn lbfgs_resume_reproduces_an_uninterrupted_run() {
-    let cfg = lbfgs_config(2);
+    let data = tempfile::tempdir().unwrap();
+    let cfg = lbfgs_config(&common::synthetic_mnist(data.path(), 20, 5, 7), 2);
     let a = tempfile::tempdir().unwrap();
     let logs = train(&cfg, a.path(), Existing::Refuse, &mut Silent).unwrap();
     assert!(logs[1].loss < logs[0].loss, "{logs:?}");

@@ -1,7 +1,11 @@
-//! End-to-end training on the real MNIST in `../shared/data`, resume, checkpoints, CLI.
+//! End-to-end training: on the real MNIST (`UFM_DATA_DIR`, default `../shared/data`; the
+//! `real_data` test, ignored by default) and on a synthetic MNIST written by each test
+//! (`tests/common`): resume, checkpoints, non-finite training, CLI.
+
+mod common;
 
 use assert_cmd::Command;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use ufm::nn::checkpoint::Checkpoint;
 use ufm::nn::data::DatasetName;
 use ufm::nn::layers::{LossKind, Module};
@@ -10,14 +14,25 @@ use ufm::nn::optim::{OptimizerKind, Schedule};
 use ufm::nn::train::{checkpoint_path, train, Existing, Silent, TrainConfig};
 use ufm::nn::validate::validate_run;
 
-fn data_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data")
+/// A synthetic MNIST with `per_class` training images per class (and 10 test images per
+/// class) in a fresh temporary folder (kept alive by the returned guard).
+fn synthetic(per_class: usize) -> tempfile::TempDir {
+    let t = tempfile::tempdir().unwrap();
+    common::synthetic_mnist(t.path(), per_class, 10, per_class as u64);
+    t
 }
 
-fn mlp_config(width: usize, depth: usize, per_class: usize, epochs: usize, lr: f64) -> TrainConfig {
+fn mlp_config(
+    data_dir: &Path,
+    width: usize,
+    depth: usize,
+    per_class: usize,
+    epochs: usize,
+    lr: f64,
+) -> TrainConfig {
     TrainConfig {
         dataset: DatasetName::Mnist,
-        data_dir: data_dir(),
+        data_dir: data_dir.to_path_buf(),
         model: ModelConfig {
             arch: Arch::Mlp,
             width,
@@ -53,9 +68,10 @@ fn mlp_config(width: usize, depth: usize, per_class: usize, epochs: usize, lr: f
 /// at least 97% on the full 10,000-image test set, and NC1 of the training features decreases
 /// from epoch 1 to epoch 3.
 #[test]
-fn mlp_on_real_mnist_reaches_97_percent_and_nc1_falls() {
+#[ignore = "needs the real data (UFM_DATA_DIR or ../shared/data)"]
+fn real_data_mlp_on_mnist_reaches_97_percent_and_nc1_falls() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut cfg = mlp_config(128, 2, 4000, 3, 0.05);
+    let mut cfg = mlp_config(&common::real_data_dir(), 128, 2, 4000, 3, 0.05);
     cfg.schedule = Schedule::MultiStep {
         milestones: vec![2],
         gamma: 0.1,
@@ -94,8 +110,9 @@ fn tensors(p: &Path, net: &mut Net<f32>) -> Vec<f32> {
 /// (same shuffles, same optimizer state), for SGD and Adam.
 #[test]
 fn resume_reproduces_an_uninterrupted_run() {
+    let data = synthetic(20);
     for opt in [OptimizerKind::Sgd, OptimizerKind::Adam] {
-        let mut cfg = mlp_config(16, 2, 20, 2, 0.01);
+        let mut cfg = mlp_config(data.path(), 16, 2, 20, 2, 0.01);
         cfg.optimizer = opt;
         cfg.batch_size = 32;
         let a = tempfile::tempdir().unwrap();
@@ -125,7 +142,8 @@ fn resume_reproduces_an_uninterrupted_run() {
 #[test]
 fn checkpoint_of_another_model_is_rejected_by_name() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = mlp_config(16, 2, 10, 1, 0.01);
+    let data = synthetic(10);
+    let cfg = mlp_config(data.path(), 16, 2, 10, 1, 0.01);
     train(&cfg, tmp.path(), Existing::Refuse, &mut Silent).unwrap();
     let mut other: Net<f32> = Net::new(
         &ModelConfig {
@@ -250,7 +268,8 @@ fn cli_reports_bad_input_clearly() {
 /// training loss down on a small MNIST subset, and `--sep-decay` trains without errors.
 #[test]
 fn lbfgs_and_sep_decay_train() {
-    let mut cfg = mlp_config(16, 1, 30, 2, 0.1);
+    let data = synthetic(30);
+    let mut cfg = mlp_config(data.path(), 16, 1, 30, 2, 0.1);
     cfg.optimizer = OptimizerKind::Lbfgs;
     cfg.batch_size = 300;
     let tmp = tempfile::tempdir().unwrap();
@@ -261,7 +280,7 @@ fn lbfgs_and_sep_decay_train() {
         logs[0].loss,
         logs[1].loss
     );
-    let mut cfg = mlp_config(16, 1, 30, 2, 0.05);
+    let mut cfg = mlp_config(data.path(), 16, 1, 30, 2, 0.05);
     cfg.sep_decay = true;
     cfg.feature_decay_rate = 1e-2;
     let tmp = tempfile::tempdir().unwrap();
@@ -273,7 +292,8 @@ fn lbfgs_and_sep_decay_train() {
 /// zero to round-off), while its bias trains.
 #[test]
 fn etf_classifier_stays_frozen() {
-    let mut cfg = mlp_config(16, 1, 20, 1, 0.05);
+    let data = synthetic(20);
+    let mut cfg = mlp_config(data.path(), 16, 1, 20, 1, 0.05);
     cfg.model.etf_classifier = true;
     let tmp = tempfile::tempdir().unwrap();
     train(&cfg, tmp.path(), Existing::Refuse, &mut Silent).unwrap();
@@ -291,4 +311,101 @@ fn etf_classifier_stays_frozen() {
     assert_eq!(net.n_trainable(), 3072 * 16 + 16 + 2 * 16 + 10);
     let b0 = net.fc.bias.as_ref().unwrap().value.clone();
     assert_ne!(ck.tensor("fc.bias").unwrap(), b0, "the bias must train");
+}
+
+fn train_cli(
+    data: &Path,
+    out: &Path,
+    lr: &str,
+    epochs: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    Command::cargo_bin("ufm")
+        .unwrap()
+        .args([
+            "train",
+            "--dataset",
+            "mnist",
+            "--model",
+            "mlp",
+            "--width",
+            "16",
+            "--depth",
+            "1",
+            "--sample-size",
+            "10",
+            "--batch-size",
+            "20",
+            "--uid",
+            "run",
+            "--lr",
+            lr,
+            "--epochs",
+            epochs,
+        ])
+        .args(extra)
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--out-dir")
+        .arg(out)
+        .output()
+        .unwrap()
+}
+
+/// A learning rate of 1e30 makes the weights or the loss non-finite in the first epoch:
+/// `ufm train` exits 1 with an error naming the epoch, the batch and `--lr`, and writes no
+/// checkpoint (nothing non-finite is ever saved).
+#[test]
+fn huge_learning_rate_stops_training_with_a_non_finite_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = common::synthetic_mnist(&tmp.path().join("data"), 10, 2, 4);
+    let out = train_cli(&data, tmp.path(), "1e30", "2", &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("non-finite") || err.contains("diverged"),
+        "{err}"
+    );
+    assert!(err.contains("epoch 1") && err.contains("batch"), "{err}");
+    assert!(err.contains("--lr"), "{err}");
+    let run = tmp.path().join("run");
+    assert!(!checkpoint_path(&run, 1).exists() && !run.join("resume.safetensors").exists());
+}
+
+/// A NaN written into `resume.safetensors` (ReLU would map it to 0 and training would go on
+/// with a dead layer): `--resume` refuses it with an error naming the tensor and the file,
+/// exits 1, and the last good checkpoint stays as it was.
+#[test]
+fn resume_from_a_checkpoint_with_nan_weights_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = common::synthetic_mnist(&tmp.path().join("data"), 10, 2, 4);
+    let out = train_cli(&data, tmp.path(), "0.01", "1", &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = tmp.path().join("run");
+    let good = std::fs::read(checkpoint_path(&run, 1)).unwrap();
+    let rp = run.join("resume.safetensors");
+    let mut bytes = std::fs::read(&rp).unwrap();
+    let at = {
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let t = st.tensor("layers.0.weight").unwrap();
+        assert_eq!(t.dtype(), safetensors::Dtype::F32);
+        t.data().as_ptr() as usize - bytes.as_ptr() as usize + 4 * 5
+    };
+    bytes[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    std::fs::write(&rp, &bytes).unwrap();
+    let out = train_cli(&data, tmp.path(), "0.01", "2", &["--resume"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("non-finite")
+            && err.contains("layers.0.weight")
+            && err.contains("resume.safetensors"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(checkpoint_path(&run, 1)).unwrap(), good);
+    assert!(!checkpoint_path(&run, 2).exists());
 }

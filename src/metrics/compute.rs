@@ -25,7 +25,7 @@
 //! Ties go to the smaller class index in both rules.
 
 use super::nc2::{self, equiangular, equinorm};
-use super::{nc1, nc3, nc4, ClassStats, FeatureStats, GlobalMean};
+use super::{nc1, nc3, nc4, stats, ClassStats, FeatureStats, GlobalMean};
 use crate::backend::Device;
 use crate::error::{Error, Result};
 use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, Axis};
@@ -152,6 +152,9 @@ macro_rules! metrics {
             pub fn name(self) -> &'static str { match self { $(Metric::$var => $name,)* } }
             /// Whether the metric needs the classifier $W$.
             pub fn needs_classifier(self) -> bool { match self { $(Metric::$var => $w,)* } }
+            /// Whether the metric needs the bias $b$ (`bias`: without $b$ it would be
+            /// $\lVert W\mu_G\rVert$, a different number, so it is left out or refused).
+            pub fn needs_bias(self) -> bool { matches!(self, Metric::Bias) }
             /// Whether the metric needs $P=\bar M^\top\Sigma_W\bar M$ (scatter or second pass).
             pub fn needs_projection(self) -> bool { match self { $(Metric::$var => $p,)* } }
             /// One-line definition for tables and `--help`.
@@ -162,7 +165,7 @@ macro_rules! metrics {
 
 metrics! {
     Nc1 => "nc1", false, true, "tr(Sw Sb^+)/K, pinv with rank tolerance (original code)";
-    Nc1Papyan => "nc1_papyan", false, true, "tr(Sw Sb^+) over the top K-1 eigenpairs, no 1/K (Papyan et al. 2020)";
+    Nc1Papyan => "nc1_papyan", false, true, "tr(Sw Sb^+) over the top min(K-1, rank) eigenpairs, no 1/K (Papyan et al. 2020)";
     Nc1TraceRatio => "nc1_trace_ratio", false, false, "tr Sw / tr Sb (Tirer et al. 2023)";
     Cdnv => "cdnv", false, false, "mean over k<l of ((V_k+V_l)/2)/|mu_k-mu_l|^2 (Galanti et al. 2022)";
     Nc2W => "nc2_w", true, false, "ETF error of W W^T, W uncentred (original code)";
@@ -254,7 +257,8 @@ pub struct MetricsConfig {
     pub n_classes: Option<usize>,
     /// Which $\mu_G$ centres the class means (every metric that uses $\mu_G$).
     pub global_mean: GlobalMean,
-    /// Relative rank tolerance of `nc1` (default $\max(d,K)\varepsilon$, see [`nc1`]).
+    /// Relative rank tolerance of `nc1` and `nc1_papyan` (default $\max(d,K)\varepsilon$, see
+    /// [`nc1`]).
     pub rtol: Option<f64>,
     /// How $P$ is obtained.
     pub strategy: Strategy,
@@ -315,6 +319,10 @@ pub struct MetricsReport {
     /// Why [`Device::Auto`] stayed on the CPU, if it did.
     #[serde(skip)]
     pub device_note: Option<String>,
+    /// Messages for the user about the selection (e.g. a metric left out for a missing
+    /// input); not part of the JSON.
+    #[serde(skip)]
+    pub notes: Vec<String>,
     /// See [`Metric::Nc1`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nc1: Option<f64>,
@@ -384,7 +392,7 @@ impl MetricsReport {
         }
     }
 
-    fn slot(&mut self, m: Metric) -> &mut Option<f64> {
+    pub(crate) fn slot(&mut self, m: Metric) -> &mut Option<f64> {
         match m {
             Metric::Nc1 => &mut self.nc1,
             Metric::Nc1Papyan => &mut self.nc1_papyan,
@@ -405,9 +413,18 @@ impl MetricsReport {
     }
 }
 
+/// Largest $K$ inferred from the labels (the largest label plus one) without `--classes`: a
+/// larger one is almost always a corrupt or outlier label, and would cost $K\times d$ (and
+/// $K\times K$) memory before failing.
+pub const MAX_INFERRED_CLASSES: usize = 100_000;
+
 /// Checks labels against $K$ (given or inferred) and returns $K$ and whether it was inferred.
+/// $K$ may not exceed $N$ (every class needs a sample), and an inferred $K$ may not exceed
+/// [`MAX_INFERRED_CLASSES`]; both are refused before anything $K$-sized is allocated.
 pub fn resolve_classes(labels: &[u32], n_classes: Option<usize>) -> Result<(usize, bool)> {
     let max = labels.iter().copied().max();
+    let n = labels.len();
+    let at = |m: u32| labels.iter().position(|&y| y == m).unwrap_or(0);
     match (n_classes, max) {
         (_, None) => Err(Error::Data("no samples (the labels are empty)".into())),
         (Some(k), Some(m)) => {
@@ -425,9 +442,9 @@ pub fn resolve_classes(labels: &[u32], n_classes: Option<usize>) -> Result<(usiz
                 ));
             }
             if m as usize >= k {
-                let i = labels.iter().position(|&y| y == m).unwrap_or(0);
                 return Err(Error::Data(format!(
-                    "label {m} at index {i} is outside 0..{k} (K = {k} from --classes)"
+                    "label {m} at index {} is outside 0..{k} (K = {k} from --classes)",
+                    at(m)
                 )));
             }
             Ok((k, false))
@@ -439,12 +456,12 @@ pub fn resolve_classes(labels: &[u32], n_classes: Option<usize>) -> Result<(usiz
                     "all labels are 0: NC metrics need at least 2 classes".into(),
                 ));
             }
-            if k > labels.len() {
-                let i = labels.iter().position(|&y| y == m).unwrap_or(0);
+            if k > MAX_INFERRED_CLASSES || k > n {
                 return Err(Error::Data(format!(
-                    "label {m} at index {i} implies K = {k} classes but there are only {} samples: \
-                     every class 0..K-1 needs at least one (pass --classes, or fix the labels)",
-                    labels.len()
+                    "the largest label, {m} at index {}, would make K = {k} classes but there are only {n} samples \
+                     (K is inferred as the largest label + 1, at most {MAX_INFERRED_CLASSES} and at \
+                     most N); check the labels for an outlier, or pass --classes K",
+                    at(m)
                 )));
             }
             Ok((k, true))
@@ -519,6 +536,7 @@ pub fn compute_metrics(
             });
         }
     }
+    let mut notes = Vec::new();
     let metrics: Vec<Metric> = match &cfg.metrics {
         Some(ms) => {
             if let Some(m) = ms.iter().find(|m| m.needs_classifier() && w.is_none()) {
@@ -529,13 +547,30 @@ pub fn compute_metrics(
                     ),
                 ));
             }
+            if let Some(m) = ms.iter().find(|m| m.needs_bias() && b.is_none()) {
+                return Err(Error::param(
+                    "--metrics",
+                    format!(
+                        "metric `{m}` needs the bias b: pass --bias b.npy (or store `b` in the file; a file of zeros for a network without bias)"
+                    ),
+                ));
+            }
             ms.clone()
         }
-        None => Metric::ALL
-            .iter()
-            .copied()
-            .filter(|m| w.is_some() || !m.needs_classifier())
-            .collect(),
+        None => {
+            if w.is_some() && b.is_none() {
+                notes.push(
+                    "`bias` (|W mu_G + b|) left out: no bias b was given; pass --bias b.npy (zeros for a network without bias)"
+                        .to_string(),
+                );
+            }
+            Metric::ALL
+                .iter()
+                .copied()
+                .filter(|m| w.is_some() || !m.needs_classifier())
+                .filter(|m| b.is_some() || !m.needs_bias())
+                .collect()
+        }
     };
     let wants = |m: Metric| metrics.contains(&m);
     let need_p = metrics.iter().any(|m| m.needs_projection());
@@ -548,11 +583,13 @@ pub fn compute_metrics(
         };
     let scatter = need_p && !two_pass;
     let chunk_rows = match cfg.chunk_rows {
-        // One-pass: CHUNK-row syrk pieces for every thread. Else about 16 MiB per chunk, but
-        // at least 64 K rows, so that the accumulator's per-piece K x d means stay few (at
-        // K = 100, d = 2048 each is 1.6 MB; with 256-row pieces their page faults and the
-        // scattered class sums took 20% of the time).
-        0 if scatter => 2048 * rayon::current_num_threads(),
+        // One-pass: CHUNK-row syrk pieces, about 64 MiB of f64 rows per chunk (1 to 16
+        // pieces). Else about 16 MiB per chunk, but at least 64 K rows, so that the
+        // accumulator's per-piece K x d means stay few (at K = 100, d = 2048 each is 1.6 MB;
+        // with 256-row pieces their page faults and the scattered class sums took 20% of the
+        // time). Both depend on the shape only, never on the thread count: the chunks decide
+        // the order of the partial sums (see `crate::par`).
+        0 if scatter => stats::CHUNK * ((64 << 20) / (8 * d * stats::CHUNK)).clamp(1, 16),
         0 => ((16 << 20) / (8 * d)).clamp(256, 8192).max(64 * k),
         r => r,
     };
@@ -637,7 +674,14 @@ pub fn compute_metrics(
     };
     let gm = cfg.global_mean;
     let mt = stats.centred_means(gm);
-    let g = mt.dot(&mt.t());
+    // G = M̄ᵀM̄ (K x K) only when a metric uses it, so that a large K costs K x K memory only
+    // then.
+    let need_g = need_p || need_ncc || wants(Metric::Nc2H);
+    let g = if need_g {
+        mt.dot(&mt.t())
+    } else {
+        Array2::zeros((0, 0))
+    };
 
     // Pass 2 (if needed). `passes` counts the passes over the features on the CPU.
     let mut passes = if on_device { 0 } else { 1 };
@@ -696,13 +740,16 @@ pub fn compute_metrics(
         global_mean: gm,
         n_classes_inferred: inferred,
         passes,
+        notes,
         ..Default::default()
     };
     let rtol = cfg.rtol.unwrap_or_else(|| nc1::default_rtol(&stats));
     for &m in &metrics {
         let v = match m {
             Metric::Nc1 => nc1::nc1_from_projection(p_mat.as_ref().expect("P"), &g, rtol)?,
-            Metric::Nc1Papyan => nc1::nc1_papyan_from_projection(p_mat.as_ref().expect("P"), &g)?,
+            Metric::Nc1Papyan => {
+                nc1::nc1_papyan_from_projection(p_mat.as_ref().expect("P"), &g, rtol)?
+            }
             Metric::Nc1TraceRatio => nc1::nc1_trace_ratio(&stats, gm),
             Metric::Cdnv => nc1::cdnv(&stats),
             Metric::Nc2W => nc2::nc2_w(w.expect("W"))?,
@@ -812,19 +859,17 @@ fn second_pass(
             }
             (pp, agr)
         };
-        let (pp, agr) = (0..n_sub)
+        // One K x K partial per block, added in block order: the same bits on any number
+        // of threads (`crate::par`).
+        let parts: Vec<(Array2<f64>, u64)> = (0..n_sub)
             .into_par_iter()
             .with_min_len(per_thread)
             .map_init(Vec::new, work)
-            .reduce(
-                || (Array2::<f64>::zeros((k, k)), 0u64),
-                |(mut a, x), (b, y)| {
-                    a += &b;
-                    (a, x + y)
-                },
-            );
-        p += &pp;
-        agree += agr;
+            .collect();
+        for (pp, agr) in parts {
+            p += &pp;
+            agree += agr;
+        }
         Ok(())
     })?;
     p /= stats.n_samples() as f64;

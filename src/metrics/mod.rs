@@ -19,31 +19,40 @@
 //! | [`nc2_h`](nc2::nc2_h) | the same on $\bar M^\top\bar M$ (class means) | rhubarbwu `simplex_etf_error` |
 //! | [`nc3`](nc3::nc3) | $\big\lVert\frac{W\bar M}{\lVert W\bar M\rVert_F}-E\big\rVert_F$ | original (`WH_relation_metric`) |
 //! | [`bias`](nc4::bias_collapse) | $\lVert W\mu_G+b\rVert_2$ | original (`Wh_b_relation_metric`, sign as fixed in 71e0c53) |
-//! | [`nc1_papyan`](nc1::nc1_papyan) | $\operatorname{tr}(\Sigma_W\Sigma_B^{\dagger_{K-1}})$, top $K-1$, no $\frac1K$ | Papyan, Han & Donoho (PNAS 2020) |
+//! | [`nc1_papyan`](nc1::nc1_papyan) | $\operatorname{tr}(\Sigma_W\Sigma_B^\dagger)$, top $\min(K-1,\text{rank})$, no $\frac1K$ | Papyan, Han & Donoho (PNAS 2020) |
 //! | [`nc1_trace_ratio`](nc1::nc1_trace_ratio) | $\operatorname{tr}\Sigma_W/\operatorname{tr}\Sigma_B$ | Tirer, Huang & Niles-Weed (ICML 2023) |
 //! | [`cdnv`](nc1::cdnv) | $\binom K2^{-1}\sum_{k<l}\frac{(V_k+V_l)/2}{\lVert\mu_k-\mu_l\rVert^2}$ | Galanti, György & Hutter (ICLR 2022) |
 //! | [`nc2_w_centered`](nc2::nc2_w_centered) | ETF error of $\tilde W\tilde W^\top$, $\tilde W=W-\mathbf 1\bar w^\top$ | Zhou et al. (ICML 2022) MSE repo, `nc_loss` |
 //! | [`equinorm_h`/`_w`](nc2::equinorm) | $\operatorname{std}_k\lVert v_k\rVert/\operatorname{mean}_k\lVert v_k\rVert$ | Papyan et al. (2020) |
 //! | [`equiangular_h`/`_w`](nc2::equiangular) | $\frac1{K(K-1)}\sum_{k\ne l}\lvert\cos\angle(v_k,v_l)+\frac1{K-1}\rvert$ | Papyan et al. (2020) |
 //! | [`nc3_papyan`](nc3::nc3_papyan) | $\lVert W/\lVert W\rVert_F-\bar M^\top/\lVert\bar M\rVert_F\rVert_F^2$ | Papyan et al. (2020) |
+//! | [`nrc1`/`nrc2`/`nrc3`](nrc) | regression collapse: features in the top-$n$ PCA subspace / row space of $W$; $WW^\top\propto(\Sigma^{1/2}-\gamma^{1/2}I)_+$ | Andriopoulos et al. (NeurIPS 2024) |
 //! | [`ncc_agreement`](compute) | $\frac1N\#\{i:\arg\min_k\lVert h_i-\mu_k\rVert=\arg\max_k(Wh_i+b)_k\}$ | Papyan et al. (2020) NC4; rhubarbwu |
 //!
 //! [`compute::compute_metrics`] computes any selection of them by name from a feature stream
-//! (in memory or a file, see [`crate::features`]).
+//! (in memory or a file, see [`crate::features`]);
+//! [`from_stats::metrics_from_stats`] computes them (all but `ncc_agreement`) from a
+//! [`ClassStats`] accumulator fed batch by batch (small batches gathered into blocks by
+//! [`BufferedStats`]), merged across shards, or saved and restored ([`stats::persist`]).
 
+pub mod buffered;
 pub mod compute;
 pub mod distance;
+pub mod from_stats;
 mod kernels;
 pub mod nc1;
 pub mod nc2;
 pub mod nc3;
 pub mod nc4;
+pub mod nrc;
 pub mod stats;
 
+pub use buffered::BufferedStats;
 pub use compute::{
     compute_metrics, FeatureChunk, FeatureStream, InMemory, Metric, MetricsConfig, MetricsReport,
     Strategy,
 };
+pub use from_stats::metrics_from_stats;
 pub use stats::{ClassStats, FeatureStats};
 
 use crate::error::Result;

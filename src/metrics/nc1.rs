@@ -19,7 +19,7 @@
 //! | name | formula | source |
 //! |---|---|---|
 //! | `nc1` ([`nc1_pinv`]) | $\frac1K\operatorname{tr}(\Sigma_W\Sigma_B^\dagger)$, pinv rank rule | original `validate_NC.py`; rhubarbwu `covariance_ratio(metric="pinv")` |
-//! | `nc1_papyan` ([`nc1_papyan`]) | $\operatorname{tr}(\Sigma_W\Sigma_B^{\dagger_{K-1}})$: exactly the top $K-1$ eigenpairs of $\Sigma_B$ (as `scipy.sparse.linalg.svds(k=K-1)`), **no** $\frac1K$ | Papyan, Han & Donoho (PNAS 2020) notebook `Sw_invSb` |
+//! | `nc1_papyan` ([`nc1_papyan`]) | $\operatorname{tr}(\Sigma_W\Sigma_B^\dagger)$ from the top $\min(K-1,r)$ eigenpairs of $\Sigma_B$, $r$ its numerical rank (the notebook's `scipy.sparse.linalg.svds(k=K-1)` when $r=K-1$), **no** $\frac1K$ | Papyan, Han & Donoho (PNAS 2020) notebook `Sw_invSb` |
 //! | `nc1_trace_ratio` ([`nc1_trace_ratio`]) | $\operatorname{tr}\Sigma_W/\operatorname{tr}\Sigma_B$ | Tirer, Huang & Niles-Weed (ICML 2023); rhubarbwu `"quotient"` |
 //! | `cdnv` ([`cdnv`]) | $\frac{2}{K(K-1)}\sum_{k<l}\frac{(V_k+V_l)/2}{\lVert\mu_k-\mu_l\rVert^2}$, $V_k=\frac1{n_k}\sum_{y_i=k}\lVert h_i-\mu_k\rVert^2$ | Galanti, György & Hutter (ICLR 2022, arXiv 2112.15121); rhubarbwu `variability_cdnv` |
 
@@ -88,22 +88,30 @@ pub fn nc1_from_projection(p: &Array2<f64>, g: &Array2<f64>, rtol: f64) -> Resul
     trace_pinv_sq(p, g, rtol, k.saturating_sub(1))
 }
 
-/// Papyan et al.'s NC1: $\operatorname{tr}(\Sigma_W\Sigma_B^{\dagger_{K-1}})$ with the pseudo-inverse
-/// built from exactly the top $K-1$ eigenpairs of $\Sigma_B$ (their `svds(Sigma_B, k=K-1)`) and
-/// no $\frac1K$ factor. Unlike [`nc1_pinv`] there is no relative rank tolerance: if the class
-/// means span fewer than $K-1$ dimensions the value blows up, as the notebook's does (only an
-/// exactly zero eigenvalue is skipped). Papyan's notebook centres with the mean of class
-/// means: pass [`GlobalMean::ClassMean`] to reproduce it exactly.
-pub fn nc1_papyan_from_projection(p: &Array2<f64>, g: &Array2<f64>) -> Result<f64> {
+/// Papyan et al.'s NC1: $\operatorname{tr}(\Sigma_W\Sigma_B^\dagger)$, no $\frac1K$ factor.
+///
+/// The paper defines $\Sigma_B^\dagger$ as the Moore–Penrose pseudo-inverse; its notebook
+/// builds it from the top $K-1$ singular triplets of $\Sigma_B$ (`svds(Sigma_B, k=K-1)`), which
+/// is that pseudo-inverse when the centred class means span $K-1$ dimensions. They cannot when
+/// $K-1>d$ (e.g. $K=100$, $d=64$: `svds` refuses $k\ge d$) or when the means are degenerate,
+/// and "the top $K-1$" would then include round-off eigenvalues and return about $\pm10^{16}$.
+/// So the pseudo-inverse keeps the top $\min(K-1,r)$ eigenpairs, $r$ the numerical rank: the
+/// eigenvalues above `rtol`·λ_max, the same rule as [`nc1_pinv`] (default
+/// [`default_rtol`]). Hence `nc1_papyan` $=K\cdot$`nc1` at equal tolerances, and equals the
+/// notebook's value whenever the notebook's is defined and not dominated by round-off.
+/// Papyan's notebook centres with the mean of class means: pass [`GlobalMean::ClassMean`] to
+/// reproduce it exactly.
+pub fn nc1_papyan_from_projection(p: &Array2<f64>, g: &Array2<f64>, rtol: f64) -> Result<f64> {
     let k = g.nrows();
     // Σ_B = M̄M̄ᵀ/K, so tr(Σ_W Σ_B^†) = K tr(G^{†2} P).
-    Ok(k as f64 * trace_pinv_sq(p, g, 0.0, k.saturating_sub(1))?)
+    Ok(k as f64 * trace_pinv_sq(p, g, rtol, k.saturating_sub(1))?)
 }
 
-/// [`nc1_papyan_from_projection`] from one-pass statistics (needs the scatter).
+/// [`nc1_papyan_from_projection`] from one-pass statistics (needs the scatter), with the
+/// default tolerance [`default_rtol`].
 pub fn nc1_papyan(stats: &FeatureStats, gm: GlobalMean) -> Result<f64> {
     let (p, g) = projected_within(stats, gm)?;
-    nc1_papyan_from_projection(&p, &g)
+    nc1_papyan_from_projection(&p, &g, default_rtol(stats))
 }
 
 /// $\operatorname{tr}\Sigma_W/\operatorname{tr}\Sigma_B$ with

@@ -21,12 +21,37 @@
 
 use super::kernels;
 use crate::error::{Error, Result};
+use crate::par;
 use crate::real::Real;
 use ndarray::{Array1, Array2, ArrayView2, Axis};
 use rayon::prelude::*;
 
-/// Rows per parallel work item in [`ClassStats::push`].
-const CHUNK: usize = 2048;
+pub mod persist;
+pub use persist::CLASS_STATS_VERSION;
+
+/// Rows per piece in [`ClassStats::push`] with the scatter (each piece is one `syrk`).
+pub const CHUNK: usize = 2048;
+
+/// Most lanes (partial accumulators) of one [`ClassStats::push`] with the $d\times d$ scatter:
+/// each lane merge costs a rank-$K$ update of the scatter, so few and long lanes.
+pub const SCATTER_LANES: usize = 4;
+
+/// Most lanes of one [`ClassStats::push`] without the scatter.
+const MAX_LANES: usize = 16;
+
+/// Bytes the lanes' partial accumulators of one push may take together.
+const LANE_BUDGET: usize = 256 << 20;
+
+/// Rows per piece of a push of `rows` rows: [`CHUNK`] with the scatter; without it about an
+/// eighth of the batch, at least $16K$ rows (so the $K\times d$ means of a piece cost little
+/// next to its rows) and between 256 and [`CHUNK`]. A function of the shape only.
+fn piece_rows(rows: usize, k: usize, scatter: bool) -> usize {
+    if scatter {
+        CHUNK
+    } else {
+        rows.div_ceil(8).max(16 * k).clamp(256, CHUNK)
+    }
+}
 
 /// Streaming, mergeable accumulator of per-class counts, means and the pooled within-class
 /// scatter (see the [module docs](self)).
@@ -88,8 +113,9 @@ impl ClassStats {
     }
 
     /// Adds a batch of features (rows of `x`, $B\times d$) with their labels. Large batches
-    /// are split into chunks processed in parallel (one running accumulator per thread, merged
-    /// at the end).
+    /// are split into pieces summarised in parallel and merged in a fixed order, so the result
+    /// does not depend on the number of threads (but it does, in the last bits, on how the
+    /// stream is cut into batches).
     pub fn push<T: Real>(&mut self, x: ArrayView2<T>, labels: &[u32]) -> Result<()> {
         self.push_at(x, labels, 0)
     }
@@ -128,42 +154,34 @@ impl ClassStats {
                 self.k
             )));
         }
-        // Without the scatter: pieces of at most CHUNK rows, two per thread when the batch
-        // allows. With it: CHUNK-row pieces, so that each syrk amortises the d x d traffic.
-        let threads = rayon::current_num_threads();
-        let piece = if self.scatter.is_some() {
-            CHUNK
-        } else {
-            x.nrows().div_ceil(2 * threads).clamp(256, CHUNK)
-        };
-        let n_chunks = x.nrows().div_ceil(piece);
+        // The batch is cut into pieces and the pieces into lanes by its shape alone (never
+        // the thread count); lanes are summarised in parallel, each absorbing its pieces in
+        // order, and the lanes are merged in order (`crate::par`): the same bits on any number
+        // of threads. The batch is summarised on its own, checked, and only then merged, so
+        // that a batch with a NaN leaves the running totals untouched.
         let (k, d, sc) = (self.k, self.d, self.scatter.is_some());
-        // The batch is summarised on its own, checked, and only then merged, so that a batch
-        // with a NaN leaves the running totals untouched.
-        let part = if n_chunks <= 1 || threads == 1 {
-            let mut p = ClassStats::with_scatter(k, d, sc);
-            p.absorb(x, labels);
-            p
+        let piece = piece_rows(x.nrows(), k, sc);
+        let n_pieces = x.nrows().div_ceil(piece).max(1);
+        let lanes = if sc {
+            par::lanes_within(SCATTER_LANES, 1, d * d * 8, LANE_BUDGET)
         } else {
-            // One accumulator per thread: bounded memory (threads x d^2), no d x d temporaries.
-            let per_thread = n_chunks.div_ceil(threads).max(1);
-            x.axis_chunks_iter(Axis(0), piece)
-                .into_par_iter()
-                .zip(labels.par_chunks(piece))
-                .with_min_len(per_thread)
-                .fold(
-                    || ClassStats::with_scatter(k, d, sc),
-                    |mut acc, (xc, lc)| {
-                        acc.absorb(xc, lc);
-                        acc
-                    },
-                )
-                .reduce_with(|mut a, b| {
-                    a.merge_unchecked(b);
-                    a
-                })
-                .unwrap_or_else(|| ClassStats::with_scatter(k, d, sc))
+            par::lanes_within(MAX_LANES, 1, 2 * k * d * 8, LANE_BUDGET)
         };
+        let lane_rows = par::lane_len(n_pieces, lanes) * piece;
+        let parts: Vec<ClassStats> = x
+            .axis_chunks_iter(Axis(0), lane_rows)
+            .into_par_iter()
+            .zip(labels.par_chunks(lane_rows))
+            .map(|(xl, ll)| {
+                let mut acc = ClassStats::with_scatter(k, d, sc);
+                for (xc, lc) in xl.axis_chunks_iter(Axis(0), piece).zip(ll.chunks(piece)) {
+                    acc.absorb(xc, lc);
+                }
+                acc
+            })
+            .collect();
+        let part = par::combine_in_order(parts, |a, b| a.merge_unchecked(b))
+            .unwrap_or_else(|| ClassStats::with_scatter(k, d, sc));
         // A NaN or an infinity anywhere in the batch reaches its class sum and so its mean and
         // sum of squares: checking those K(d+1) numbers replaces a screen of every value. Only
         // then is the offending row looked for.
@@ -300,10 +318,16 @@ impl ClassStats {
 
     /// Finishes the accumulation; every class must have at least one sample.
     pub fn finish(self) -> Result<FeatureStats> {
-        let empty: Vec<usize> = (0..self.k).filter(|&c| self.counts[c] == 0).collect();
-        if !empty.is_empty() {
+        let empty = self.counts.iter().filter(|&&c| c == 0).count();
+        if empty > 0 {
+            let list = crate::error::capped_list((0..self.k).filter(|&c| self.counts[c] == 0), 8);
+            let of = if empty > 1 {
+                format!(" ({empty} classes of {})", self.k)
+            } else {
+                String::new()
+            };
             return Err(Error::Data(format!(
-                "class(es) {empty:?} have no samples; every class 0..{} needs at least one (or pass the right number of classes)",
+                "class(es) {list} have no samples{of}; every class 0..{} needs at least one (or pass the right number of classes)",
                 self.k
             )));
         }

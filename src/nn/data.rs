@@ -192,41 +192,130 @@ pub fn download_instructions(name: DatasetName, data_dir: &Path) -> String {
     }
 }
 
-fn read_maybe_gz(
+/// Largest expansion of a deflate stream (about 1032:1); a gzip file of $c$ bytes cannot
+/// decompress to more than $1032\,c$ bytes, whatever its header claims.
+const MAX_DEFLATE_RATIO: u64 = 1032;
+
+/// Reads the IDX file `stem` (or `stem.gz`) from `dir`: header and data, exactly as long as
+/// the header announces (`expect_magic`: 2051 for images, 2049 for labels). A gzip file may
+/// hold several members (all are decoded, as `gzip -d` does); its CRC-32 and length are
+/// checked, and it is decompressed no further than the announced size plus one byte, so a
+/// corrupt header or a stream longer than announced is an error without a large allocation.
+fn read_idx(
     dir: &Path,
     stem: &str,
+    expect_magic: u32,
     name: DatasetName,
     root: &Path,
 ) -> Result<(PathBuf, Vec<u8>)> {
     let plain = dir.join(stem);
     let gz = dir.join(format!("{stem}.gz"));
-    if plain.is_file() {
-        let b = std::fs::read(&plain).map_err(|e| Error::io("read", &plain, e))?;
-        return Ok((plain, b));
+    let (path, is_gz) = if plain.is_file() {
+        (plain, false)
+    } else if gz.is_file() {
+        (gz, true)
+    } else {
+        return Err(Error::Data(format!(
+            "missing {} (or {}); {}",
+            plain.display(),
+            gz.display(),
+            download_instructions(name, root)
+        )));
+    };
+    let f = std::fs::File::open(&path).map_err(|e| Error::io("open", &path, e))?;
+    let file_len = f.metadata().map_err(|e| Error::io("read", &path, e))?.len();
+    let mut r: Box<dyn Read> = if is_gz {
+        Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(
+            f,
+        )))
+    } else {
+        Box::new(std::io::BufReader::new(f))
+    };
+    let gz_err = |e: std::io::Error| {
+        Error::format(
+            &path,
+            format!("not a valid gzip file ({e}); re-download it"),
+        )
+    };
+    let ndims = if expect_magic == 2051 { 3 } else { 1 };
+    let hlen = 4 + 4 * ndims;
+    let mut b = vec![0u8; hlen];
+    // the magic first (so that a wrong kind of file is named as such), then the dimensions
+    for (from, to) in [(0, 4), (4, hlen)] {
+        let mut got = from;
+        while got < to {
+            match r.read(&mut b[got..to]) {
+                Ok(0) => {
+                    return Err(Error::format(
+                        &path,
+                        format!("IDX header needs {hlen} bytes, the file has {got} (truncated)"),
+                    ))
+                }
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if is_gz => return Err(gz_err(e)),
+                Err(e) => return Err(Error::io("read", &path, e)),
+            }
+        }
+        let magic = be_u32(&b, 0);
+        if magic != expect_magic {
+            return Err(Error::format(
+                &path,
+                format!("IDX magic number is {magic}, expected {expect_magic} (is this the right file, or a corrupt download?)"),
+            ));
+        }
     }
-    if gz.is_file() {
-        let f = std::fs::File::open(&gz).map_err(|e| Error::io("open", &gz, e))?;
-        let mut b = Vec::new();
-        flate2::read::GzDecoder::new(f)
-            .read_to_end(&mut b)
-            .map_err(|e| {
-                Error::format(&gz, format!("not a valid gzip file ({e}); re-download it"))
-            })?;
-        return Ok((gz, b));
+    let data_len = (0..ndims)
+        .try_fold(1u64, |a, i| a.checked_mul(be_u32(&b, 4 + 4 * i) as u64))
+        .ok_or_else(|| Error::format(&path, "IDX header sizes overflow"))?;
+    let total = data_len + hlen as u64;
+    let possible = if is_gz {
+        file_len.saturating_mul(MAX_DEFLATE_RATIO)
+    } else {
+        file_len
+    };
+    if total > possible {
+        return Err(Error::format(
+            &path,
+            format!(
+                "the IDX header announces {total} bytes, more than this {file_len}-byte file can hold (corrupt header or truncated file)"
+            ),
+        ));
     }
-    Err(Error::Data(format!(
-        "missing {} (or {}); {}",
-        plain.display(),
-        gz.display(),
-        download_instructions(name, root)
-    )))
+    // bounded by the file size (times 1032 for gzip): what the file can really hold
+    b.reserve_exact(data_len as usize);
+    let n = r.take(data_len + 1).read_to_end(&mut b).map_err(|e| {
+        if is_gz {
+            gz_err(e)
+        } else {
+            Error::io("read", &path, e)
+        }
+    })? as u64;
+    if n != data_len {
+        return Err(Error::format(
+            &path,
+            format!(
+                "the IDX header announces {data_len} bytes of data but the file {} (truncated or corrupt)",
+                if n < data_len {
+                    format!("has only {n}")
+                } else {
+                    "has more".to_string()
+                }
+            ),
+        ));
+    }
+    Ok((path, b))
 }
 
 fn be_u32(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
-/// Parses an IDX image file (magic 2051): returns `(n, rows, cols, pixels)`.
+/// Side of an MNIST image in its IDX file.
+const MNIST_SIDE: usize = 28;
+
+/// Parses an IDX image file (magic 2051): returns `(n, rows, cols, pixels)`. Rows and columns
+/// must be positive and the length exact; the caller checks the geometry it expects.
 pub fn parse_idx_images(path: &Path, b: &[u8]) -> Result<(usize, usize, usize, Vec<u8>)> {
     if b.len() < 16 {
         return Err(Error::format(
@@ -251,6 +340,12 @@ pub fn parse_idx_images(path: &Path, b: &[u8]) -> Result<(usize, usize, usize, V
         .and_then(|v| v.checked_mul(c))
         .and_then(|v| v.checked_add(16))
         .ok_or_else(|| Error::format(path, "IDX header sizes overflow"))?;
+    if r == 0 || c == 0 {
+        return Err(Error::format(
+            path,
+            format!("IDX header announces {r}x{c} images (corrupt header)"),
+        ));
+    }
     if b.len() != need {
         return Err(Error::format(
             path,
@@ -376,19 +471,30 @@ fn load_mnist_split(
     prefix: &str,
     files: &mut Vec<PathBuf>,
 ) -> Result<ImageSet> {
-    let (pi, bi) = read_maybe_gz(
+    let (pi, bi) = read_idx(
         dir,
         &format!("{prefix}-images-idx3-ubyte"),
+        2051,
         DatasetName::Mnist,
         root,
     )?;
-    let (pl, bl) = read_maybe_gz(
+    let (pl, bl) = read_idx(
         dir,
         &format!("{prefix}-labels-idx1-ubyte"),
+        2049,
         DatasetName::Mnist,
         root,
     )?;
     let (n, r, c, px) = parse_idx_images(&pi, &bi)?;
+    if (r, c) != (MNIST_SIDE, MNIST_SIDE) {
+        return Err(Error::format(
+            &pi,
+            format!("IDX images are {r}x{c}, but MNIST images are {MNIST_SIDE}x{MNIST_SIDE} (corrupt header, or another data set)"),
+        ));
+    }
+    if n == 0 {
+        return Err(Error::format(&pi, "holds no images"));
+    }
     let labels = parse_idx_labels(&pl, &bl)?;
     if labels.len() != n {
         return Err(Error::Data(format!(

@@ -395,7 +395,7 @@ fn unpack_cifar(archive: &Path, data_dir: &Path) -> Result<Vec<PathBuf>> {
         fs::create_dir(&tmp).map_err(|e| Error::io("create directory", &tmp, e))?;
         let f = fs::File::open(archive).map_err(|e| Error::io("read", archive, e))?;
         // `unpack` refuses members that would land outside `tmp` (absolute paths, `..`)
-        tar::Archive::new(flate2::read::GzDecoder::new(f))
+        tar::Archive::new(flate2::read::MultiGzDecoder::new(f))
             .unpack(&tmp)
             .map_err(|e| {
                 Error::format(

@@ -25,8 +25,8 @@
 //! four-lane fallback without fused multiply-add, picked once at run time with
 //! `is_x86_feature_detected!`. They differ only in rounding.
 //!
-//! **Determinism.** The samples are cut into chunks whose size depends only on $N$
-//! ([`chunk_rows`]), never on the number of threads. Each chunk is processed sequentially into
+//! **Determinism.** The samples are cut into chunks whose size depends only on $(N, K, d)$ and
+//! the precision ([`chunk_rows`]), never on the number of threads. Each chunk is processed sequentially into
 //! its own partial sums (of $\nabla_Wf$, $\nabla_bf$, the loss, $\lVert H\rVert^2$ and
 //! $\lVert\nabla_Hf\rVert^2$); the partials are added in chunk order. The result is therefore
 //! the same bytes for any thread count.
@@ -37,11 +37,19 @@ use num_traits::Zero;
 use rayon::prelude::*;
 use std::any::TypeId;
 
-/// Rows per chunk for $N$ samples: at least 512 and at most 32 chunks, a multiple of 4
-/// (the register tile's row count). Depends on $N$ only, so results do not depend on the
-/// thread count.
-pub(crate) fn chunk_rows(n: usize) -> usize {
-    let rows = n.div_ceil(32).max(512);
+/// Rows per chunk for $N$ samples: at least 512, a multiple of 4 (the register tile's row
+/// count), and at most 32 chunks, fewer (down to 4) when their partial $\nabla_W f$
+/// ($K\times d$ values of `elem` bytes each) would take more than
+/// [`LANE_BUDGET`](crate::ufm::objective::LANE_BUDGET) bytes together. Depends on
+/// $(N, K, d)$ and the precision only, so results do not depend on the thread count.
+pub(crate) fn chunk_rows(n: usize, k: usize, d: usize, elem: usize) -> usize {
+    let chunks = crate::par::lanes_within(
+        crate::ufm::objective::MAX_LANES,
+        4,
+        k.saturating_mul(d).saturating_mul(elem),
+        crate::ufm::objective::LANE_BUDGET,
+    );
+    let rows = n.div_ceil(chunks).max(512);
     rows.div_ceil(4) * 4
 }
 
@@ -140,7 +148,7 @@ pub(crate) fn pass_with<T: Real>(m: &Model<'_, T>, h: Pass<'_, T>, isa: Isa) -> 
             wp[panel_index(j, c, k, lanes)] = m.w[c * d + j];
         }
     }
-    let rows = chunk_rows(n);
+    let rows = chunk_rows(n, k, d, std::mem::size_of::<T>());
     let n_chunks = n.div_ceil(rows);
     let (src, dst) = (SendPtr(src as *mut T), SendPtr(dst));
     let partials: Vec<Partial<T>> = (0..n_chunks)

@@ -18,15 +18,22 @@
 //! exact (no finite differences).
 //!
 //! **Implementation.** $f$, $(f,\nabla f)$ and the fused gradient step run the single-pass
-//! kernel of the private module `ufm::fused`: for a few samples at a time it computes the logits,
-//! the loss gradients, their contribution to $\nabla_W f$ and (for the step) the updated
+//! kernel of the private module `ufm::fused`: for a few samples at a time it computes the
+//! logits, the loss gradients, their contribution to $\nabla_W f$ and (for the step) the updated
 //! $h_i$, while the rows are in L1, so $H$ is streamed from memory once per evaluation (the
-//! textbook three-GEMM form reads it three times). Samples are cut into chunks that depend only
-//! on $N$; chunks run in parallel with rayon and their partial sums are added in chunk order,
-//! so results are the same bytes for any thread count. [`UfmProblem::gd_step_fused`] applies
-//! the update in the same pass. The Hessian-vector product works on blocks of [`BLOCK`] rows
-//! with GEMMs.
+//! textbook three-GEMM form reads it three times). [`UfmProblem::gd_step_fused`] applies the
+//! update in the same pass. The Hessian-vector product works on blocks of [`BLOCK`] rows with
+//! GEMMs.
+//!
+//! **Determinism.** Samples are cut into chunks (the fused kernel) or lanes of blocks (the
+//! Hessian-vector product, at most [`MAX_LANES`]) by rules that depend only on $(K, d, N)$;
+//! chunks run in parallel, each summing into its own partial $\nabla_W f$, $\nabla_b f$, loss
+//! and $\lVert H\rVert^2$, and the partials are added in order ([`crate::par`]). So every
+//! evaluation returns the same bits on every run and on any number of threads, and $f$ from
+//! [`UfmProblem::value`], [`UfmProblem::value_grad`] and [`UfmProblem::gd_step_fused`] agree
+//! bit for bit.
 
+use crate::par;
 use crate::real::Real;
 use crate::ufm::fused;
 use crate::ufm::problem::UfmProblem;
@@ -38,11 +45,26 @@ use rayon::prelude::*;
 /// 1 MiB, an L2-sized tile).
 pub const BLOCK: usize = 512;
 
+/// Most lanes (independent partial sums) of one evaluation; fewer when the $K\times d$
+/// partials would take more than [`LANE_BUDGET`] bytes together (but at least 4).
+pub const MAX_LANES: usize = 32;
+
+/// Bytes that the lanes' partial $\nabla_W f$ may take together.
+pub const LANE_BUDGET: usize = 64 << 20;
+
 fn sq_norm<T: Real>(a: &[T]) -> f64 {
     crate::real::dot(a, a)
 }
 
 impl UfmProblem {
+    /// Rows of $H^\top$ per lane: a whole number of blocks, from $(K, d, N)$ and the precision
+    /// only (see the module docs).
+    pub fn lane_rows<T: Real>(&self) -> usize {
+        let (k, d, n) = (self.n_classes(), self.feature_dim(), self.n_samples());
+        let lanes = par::lanes_within(MAX_LANES, 4, k * d * std::mem::size_of::<T>(), LANE_BUDGET);
+        par::lane_len(n.div_ceil(BLOCK), lanes) * BLOCK
+    }
+
     /// Logits of a block, $Z_b=H_bW^\top+\mathbf 1b^\top$, into `z` (rows × K).
     fn block_logits<T: Real>(
         &self,
@@ -57,20 +79,24 @@ impl UfmProblem {
         }
     }
 
-    /// Replaces the logits of a block by $\nabla\ell/N$ and returns the summed loss.
-    fn block_loss_grad<T: Real>(&self, first: usize, z: &mut ArrayViewMut2<T>, inv_n: T) -> f64 {
+    /// The summed loss of a block's logits; with `inv_n`, the logits are replaced by
+    /// $\nabla\ell/N$.
+    fn block_loss<T: Real>(&self, first: usize, z: &mut ArrayViewMut2<T>, inv_n: Option<T>) -> f64 {
         let loss = self.loss();
         let labels = &self.labels()[first..first + z.nrows()];
         let mut total = 0.0;
         for (mut row, &y) in z.axis_iter_mut(Axis(0)).zip(labels) {
             let zr = row.as_slice_mut().expect("contiguous logits");
             total += loss.value_grad_inplace(zr, y as usize).to_f64_();
-            for v in zr.iter_mut() {
-                *v *= inv_n;
+            if let Some(inv_n) = inv_n {
+                for v in zr.iter_mut() {
+                    *v *= inv_n;
+                }
             }
         }
         total
     }
+
 
     /// $f(x)$.
     pub fn value<T: Real>(&self, x: &[T]) -> T {
@@ -180,6 +206,8 @@ impl UfmProblem {
     }
 
     /// Exact Hessian-vector product $\nabla^2f(x)\,v$ written into `out`.
+
+    /// Exact Hessian-vector product $\nabla^2f(x)\,v$ written into `out`.
     pub fn hvp<T: Real>(&self, x: &[T], v: &[T], out: &mut [T]) {
         let (k, d, n) = (self.n_classes(), self.feature_dim(), self.n_samples());
         let (w, ht, b) = self.split(x);
@@ -189,82 +217,94 @@ impl UfmProblem {
         let lam_h = T::of(self.lambda_h());
         let loss = self.loss();
         let labels = self.labels();
-        struct HAcc<T> {
-            ow: Array2<T>,
-            ob: Vec<T>,
+        let lane = self.lane_rows::<T>();
+        /// Per-thread scratch: logits, their directional derivative, two K-vectors.
+        struct Scratch<T> {
             z: Array2<T>,
             dz: Array2<T>,
             p: Vec<T>,
             q: Vec<T>,
         }
-        let new = || HAcc {
-            ow: Array2::<T>::zeros((k, d)),
-            ob: vec![T::zero(); k],
-            z: Array2::zeros((BLOCK, k)),
-            dz: Array2::zeros((BLOCK, k)),
-            p: vec![T::zero(); k],
-            q: vec![T::zero(); k],
-        };
-        let acc = ht
+        let parts: Vec<(Array2<T>, Vec<T>)> = ht
             .as_slice()
             .expect("H")
-            .par_chunks(BLOCK * d)
-            .zip(vht.as_slice().expect("V_H").par_chunks(BLOCK * d))
-            .zip(oht.as_slice_mut().expect("out H").par_chunks_mut(BLOCK * d))
+            .par_chunks(lane * d)
+            .zip(vht.as_slice().expect("V_H").par_chunks(lane * d))
+            .zip(oht.as_slice_mut().expect("out H").par_chunks_mut(lane * d))
             .enumerate()
-            .fold(new, |mut acc, (bi, ((hb, vhb), ohb))| {
-                let rows = hb.len() / d;
-                let hb = ArrayView2::from_shape((rows, d), hb).expect("block");
-                let vhb = ArrayView2::from_shape((rows, d), vhb).expect("block");
-                let mut ohb = ArrayViewMut2::from_shape((rows, d), ohb).expect("block");
-                let mut z = acc.z.slice_mut(s![..rows, ..]);
-                let mut dz = acc.dz.slice_mut(s![..rows, ..]);
-                self.block_logits(&hb, &w, b.as_ref(), &mut z);
-                // ż = H_b V_Wᵀ + V_Hb Wᵀ + 1 v_bᵀ
-                self.block_logits(&vhb, &w, vb.as_ref(), &mut dz);
-                general_mat_mul(T::one(), &hb, &vw.t(), T::one(), &mut dz);
-                // q_i = ∇²ℓ ż_i (into dz), g_i = ∇ℓ (into z), both / N
-                for r in 0..rows {
-                    let y = labels[bi * BLOCK + r] as usize;
+            .map_init(
+                || Scratch {
+                    z: Array2::zeros((BLOCK, k)),
+                    dz: Array2::zeros((BLOCK, k)),
+                    p: vec![T::zero(); k],
+                    q: vec![T::zero(); k],
+                },
+                |sc, (li, ((hl, vhl), ohl))| {
+                    let mut acc_w = Array2::<T>::zeros((k, d));
+                    let mut acc_b = vec![T::zero(); k];
+                    for (j, ((hb, vhb), ohb)) in hl
+                        .chunks(BLOCK * d)
+                        .zip(vhl.chunks(BLOCK * d))
+                        .zip(ohl.chunks_mut(BLOCK * d))
+                        .enumerate()
                     {
-                        let (zr, dzr) = (z.row(r), dz.row(r));
-                        let (zs, dzs) = (zr.as_slice().expect("row"), dzr.as_slice().expect("row"));
-                        loss.hvp(zs, y, dzs, &mut acc.q, &mut acc.p);
+                        let first = li * lane + j * BLOCK;
+                        let rows = hb.len() / d;
+                        let hb = ArrayView2::from_shape((rows, d), hb).expect("block");
+                        let vhb = ArrayView2::from_shape((rows, d), vhb).expect("block");
+                        let mut ohb = ArrayViewMut2::from_shape((rows, d), ohb).expect("block");
+                        let mut z = sc.z.slice_mut(s![..rows, ..]);
+                        let mut dz = sc.dz.slice_mut(s![..rows, ..]);
+                        self.block_logits(&hb, &w, b.as_ref(), &mut z);
+                        // ż = H_b V_Wᵀ + V_Hb Wᵀ + 1 v_bᵀ
+                        self.block_logits(&vhb, &w, vb.as_ref(), &mut dz);
+                        general_mat_mul(T::one(), &hb, &vw.t(), T::one(), &mut dz);
+                        // q_i = ∇²ℓ ż_i (into dz), g_i = ∇ℓ (into z), both / N
+                        for r in 0..rows {
+                            let y = labels[first + r] as usize;
+                            {
+                                let (zr, dzr) = (z.row(r), dz.row(r));
+                                let (zs, dzs) =
+                                    (zr.as_slice().expect("row"), dzr.as_slice().expect("row"));
+                                loss.hvp(zs, y, dzs, &mut sc.q, &mut sc.p);
+                            }
+                            for (dst, &qv) in dz.row_mut(r).iter_mut().zip(&sc.q) {
+                                *dst = qv * inv_n;
+                            }
+                        }
+                        self.block_loss(first, &mut z, Some(inv_n));
+                        // out_W += Qᵀ H_b + Gᵀ V_Hb
+                        general_mat_mul(T::one(), &dz.t(), &hb, T::one(), &mut acc_w);
+                        general_mat_mul(T::one(), &z.t(), &vhb, T::one(), &mut acc_w);
+                        for row in dz.axis_iter(Axis(0)) {
+                            for (o, &qv) in acc_b.iter_mut().zip(row.iter()) {
+                                *o += qv;
+                            }
+                        }
+                        // out_Hb = λ_H V_Hb + Q W + G V_W
+                        ohb.zip_mut_with(&vhb, |o, &vv| *o = lam_h * vv);
+                        general_mat_mul(T::one(), &dz, &w, T::one(), &mut ohb);
+                        general_mat_mul(T::one(), &z, &vw, T::one(), &mut ohb);
                     }
-                    for (dst, &qv) in dz.row_mut(r).iter_mut().zip(&acc.q) {
-                        *dst = qv * inv_n;
-                    }
-                }
-                self.block_loss_grad(bi * BLOCK, &mut z, inv_n);
-                // out_W += Qᵀ H_b + Gᵀ V_Hb
-                general_mat_mul(T::one(), &dz.t(), &hb, T::one(), &mut acc.ow);
-                general_mat_mul(T::one(), &z.t(), &vhb, T::one(), &mut acc.ow);
-                for row in dz.axis_iter(Axis(0)) {
-                    for (o, &qv) in acc.ob.iter_mut().zip(row.iter()) {
-                        *o += qv;
-                    }
-                }
-                // out_Hb = λ_H V_Hb + Q W + G V_W
-                ohb.zip_mut_with(&vhb, |o, &vv| *o = lam_h * vv);
-                general_mat_mul(T::one(), &dz, &w, T::one(), &mut ohb);
-                general_mat_mul(T::one(), &z, &vw, T::one(), &mut ohb);
-                acc
-            })
-            .reduce(new, |mut a, o| {
-                a.ow += &o.ow;
-                for (x, y) in a.ob.iter_mut().zip(&o.ob) {
-                    *x += *y;
-                }
-                a
-            });
+                    (acc_w, acc_b)
+                },
+            )
+            .collect();
+        let (acc_w, acc_b) = par::combine_in_order(parts, |a, o| {
+            a.0 += &o.0;
+            for (x, y) in a.1.iter_mut().zip(&o.1) {
+                *x += *y;
+            }
+        })
+        .unwrap_or_else(|| (Array2::zeros((k, d)), vec![T::zero(); k]));
         let lam_w = T::of(self.lambda_w());
         ndarray::Zip::from(&mut ow)
-            .and(&acc.ow)
+            .and(&acc_w)
             .and(&vw)
             .for_each(|o, &a, &vv| *o = a + lam_w * vv);
         if let (Some(mut ob), Some(vb)) = (ob, vb) {
             let lam_b = T::of(self.lambda_b());
-            for ((o, &a), &vv) in ob.iter_mut().zip(&acc.ob).zip(vb.iter()) {
+            for ((o, &a), &vv) in ob.iter_mut().zip(&acc_b).zip(vb.iter()) {
                 *o = a + lam_b * vv;
             }
         }
@@ -319,6 +359,10 @@ mod tests {
                 "{loss}: {f} vs {fr}"
             );
             assert!((f2 - fr).abs() < 1e-12 * fr.abs().max(1.0));
+            // the same partial sums in the same order: the same bits
+            assert_eq!(f.to_bits(), f2.to_bits(), "{loss}");
+            let (f3, _) = p.gd_step_fused(&mut x.clone(), 0.1);
+            assert_eq!(f.to_bits(), f3.to_bits(), "{loss}");
         }
     }
 

@@ -53,7 +53,8 @@ pub struct MetricsArgs {
     /// Global mean: weighted (sample mean, original code) or class-mean (mean of class means, Papyan).
     #[arg(long, default_value = "weighted")]
     pub global_mean: String,
-    /// Relative rank tolerance of nc1's pseudo-inverse (default max(d,K)·eps, as scipy pinv).
+    /// Relative rank tolerance of the pseudo-inverse in nc1 and nc1_papyan (default
+    /// max(d,K)·eps, as scipy pinv).
     #[arg(long)]
     pub rtol: Option<f64>,
     /// How NC1 gets Sigma_W: auto, one-pass (d x d scatter), two-pass (K x K projection).
@@ -84,6 +85,10 @@ pub struct MetricsArgs {
     /// Write one CSV row per file to PATH ('-' for stdout).
     #[arg(long, value_name = "PATH")]
     pub csv: Option<String>,
+    /// Regression targets (N x n .npy): report NRC1-3 (Andriopoulos et al. 2024) of --features
+    /// (N x d .npy, or one bundle FILE.npz) and --weights (n x d) instead of NC metrics.
+    #[arg(long, value_name = "Y.npy")]
+    pub targets: Option<PathBuf>,
     /// List the metric names with their definitions and exit.
     #[arg(long)]
     pub list_metrics: bool,
@@ -96,6 +101,17 @@ struct Run {
 }
 
 pub fn run(args: MetricsArgs) -> Result<()> {
+    if let Some(t) = &args.targets {
+        if args.files.len() > 1 {
+            bail!(
+                "--targets takes one bundle FILE.npz or --features, not {} files",
+                args.files.len()
+            );
+        }
+        let bundle = args.files.first().map(PathBuf::as_path);
+        let (f, w) = (args.features.as_deref(), args.weights.as_deref());
+        return crate::cmd_regress::metrics_from_files(Some(t), f, bundle, w, None, args.json);
+    }
     if args.list_metrics {
         for m in Metric::ALL {
             println!("{:<16} {}", m.name(), m.description());
@@ -179,6 +195,20 @@ pub fn run(args: MetricsArgs) -> Result<()> {
                 &cfg,
                 !args.no_mmap,
             )?);
+        }
+    }
+    // Notes from the library (e.g. `bias` left out without b), each said once.
+    let mut said = std::collections::BTreeSet::new();
+    for r in &runs {
+        for n in r
+            .train
+            .notes
+            .iter()
+            .chain(r.test.iter().flat_map(|t| &t.notes))
+        {
+            if said.insert(n.as_str()) {
+                eprintln!("note: {n}");
+            }
         }
     }
     if let Some(r) = runs.first() {

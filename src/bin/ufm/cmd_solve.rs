@@ -185,8 +185,17 @@ pub fn run(args: SolveArgs) -> Result<()> {
         }
     }
     let s = &out.summary;
+    // Generalized NC (K > d+1): one-vs-rest margins of the normalised classifier rows.
+    let margins = crate::cmd_margin::ufm_margins_if_many_classes(&problem, &out.x)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(s)?);
+        match &margins {
+            None => println!("{}", serde_json::to_string_pretty(s)?),
+            Some(m) => {
+                let mut v = serde_json::to_value(s)?;
+                v["margins"] = serde_json::to_value(m)?;
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            }
+        }
         return Ok(());
     }
     println!("{}", problem.describe());
@@ -257,6 +266,9 @@ pub fn run(args: SolveArgs) -> Result<()> {
         opt(nc.nc3),
         opt(nc.bias)
     );
+    if let Some(m) = &margins {
+        println!("{}", crate::cmd_margin::margin_line(m));
+    }
     if let Some(p) = &args.trace {
         println!("trace written to {}", p.display());
     }

@@ -3,10 +3,15 @@
 
 mod cli;
 mod cmd_certify;
+mod cmd_deep;
 mod cmd_landscape;
+mod cmd_margin;
 mod cmd_metrics;
 mod cmd_plot;
+mod cmd_regress;
+mod cmd_seli;
 mod cmd_solve;
+mod cmd_sphere;
 mod cmd_train;
 mod cmd_validate;
 
@@ -29,9 +34,14 @@ fn main() -> ExitCode {
         cli::Command::Saddles(args) => cmd_landscape::run_saddles(args),
         cli::Command::Landscape(args) => cmd_landscape::run_landscape(args),
         cli::Command::Certify(args) => cmd_certify::run(args),
+        cli::Command::Deep(args) => cmd_deep::run(args),
         cli::Command::Train(args) => cmd_train::run(args),
         cli::Command::Validate(args) => cmd_validate::run(args),
         cli::Command::Plot(args) => cmd_plot::run(args),
+        cli::Command::Margin(args) => cmd_margin::run(args),
+        cli::Command::Seli(args) => cmd_seli::run(args),
+        cli::Command::Regress(args) => cmd_regress::run(args),
+        cli::Command::Sphere(args) => cmd_sphere::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

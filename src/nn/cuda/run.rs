@@ -275,13 +275,9 @@ pub(crate) fn train_cuda(
             if !l.is_finite() {
                 return Err(Error::Diverged {
                     solver: format!("{:?}", cfg.optimizer),
-                    iter: p.bi,
+                    iter: p.bi + 1,
                     value: l,
-                    hint: format!(
-                        "the loss became non-finite in epoch {}; lower --lr (now {})",
-                        epoch + 1,
-                        cfg.lr
-                    ),
+                    hint: crate::nn::train::non_finite_loss_hint(cfg, epoch, p.bi),
                 });
             }
             let (a, b) = topk_hits(&logits, &p.labels);
