@@ -777,11 +777,8 @@ unsafe fn group<V: Simd, const R: usize, const KC: usize>(
     }
     // 3. the sweep over j
     if job.dst.is_null() {
-        for r in 0..R {
-            // SAFETY: row i + r is inside the chunk.
-            let row = unsafe { std::slice::from_raw_parts(h.add(r * d), d) };
-            part.h_sq += crate::real::dot(row, row);
-        }
+        // SAFETY: rows i..i+R are inside the chunk.
+        part.h_sq += unsafe { rows_sq::<V, R>(h, d) };
         return;
     }
     // SAFETY: rows i..i+R of dst are inside the chunk.
@@ -903,6 +900,36 @@ unsafe fn logits_tile<V: Simd, const R: usize, const KC: usize>(
             z[r * k + c0 + c] = s;
         }
     }
+}
+
+/// $\sum_r\lVert h_r\rVert^2$ of `R` rows, summed in exactly the order of [`sweep`] (so $f$
+/// from a value pass and from a gradient pass are the same bits).
+///
+/// # Safety
+/// `h` points to `R` rows of `d` elements.
+#[inline(always)]
+unsafe fn rows_sq<V: Simd, const R: usize>(h: *const V::T, d: usize) -> f64 {
+    let mut hsq = V::splat(V::T::zero());
+    let dm = d - d % V::L;
+    let mut j = 0;
+    while j < dm {
+        for r in 0..R {
+            // SAFETY: j + L <= d.
+            let hv = unsafe { V::load(h.add(r * d + j)) };
+            hsq = V::fma(hv, hv, hsq);
+        }
+        j += V::L;
+    }
+    let mut hs = 0.0f64;
+    hs += hsq.hsum().to_f64_();
+    for jj in dm..d {
+        for r in 0..R {
+            // SAFETY: jj < d.
+            let hv = unsafe { *h.add(r * d + jj) };
+            hs += (hv * hv).to_f64_();
+        }
+    }
+    hs
 }
 
 /// The sweep over $j$ for `R` rows with loss gradients `g` (`k × R`, class-major): accumulates

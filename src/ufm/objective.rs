@@ -97,7 +97,6 @@ impl UfmProblem {
         total
     }
 
-
     /// $f(x)$.
     pub fn value<T: Real>(&self, x: &[T]) -> T {
         let (w, ht, b) = self.split(x);
