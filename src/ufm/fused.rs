@@ -583,7 +583,7 @@ mod x86 {
     #[inline(always)]
     pub(super) fn exp_f64(x: f64) -> f64 {
         const LOG2E: f64 = std::f64::consts::LOG2_E;
-        const LN2_HI: f64 = 6.931_471_803_691_238_2e-1;
+        const LN2_HI: f64 = 0.693_147_180_369_123_8;
         const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
         let x = x.clamp(-708.0, 709.0);
         let n = (x * LOG2E).round_ties_even();

@@ -205,8 +205,6 @@ impl UfmProblem {
     }
 
     /// Exact Hessian-vector product $\nabla^2f(x)\,v$ written into `out`.
-
-    /// Exact Hessian-vector product $\nabla^2f(x)\,v$ written into `out`.
     pub fn hvp<T: Real>(&self, x: &[T], v: &[T], out: &mut [T]) {
         let (k, d, n) = (self.n_classes(), self.feature_dim(), self.n_samples());
         let (w, ht, b) = self.split(x);
