@@ -132,3 +132,41 @@ fn bad_flags_give_clear_errors_and_exit_code_1() {
             .stderr(predicate::str::contains(needle));
     }
 }
+
+/// Issue 15: the summary counts objective evaluations, and L-BFGS's line search costs at most
+/// 1.3 evaluations per iteration on average (unit steps are accepted almost always).
+#[test]
+fn evaluation_counts_are_reported_and_lbfgs_needs_few_per_iteration() {
+    let run = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["solve", "--json", "--classes", "6", "--dim", "8"];
+        args.extend_from_slice(extra);
+        let out = ufm().args(&args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    for extra in [
+        &["--per-class", "10"][..],
+        &["--per-class", "10", "--loss", "mse"],
+        &["--class-sizes", "30,3,3,3,3,3"],
+        &["--per-class", "10", "--precision", "f32"],
+    ] {
+        let v = run(extra);
+        let iters = v["iterations"].as_u64().unwrap();
+        let evals = v["evals"].as_u64().unwrap();
+        let per = v["evals_per_iter"].as_f64().unwrap();
+        assert!(iters > 5 && evals > iters, "{extra:?}: {iters} iterations, {evals} evals");
+        assert!(
+            (per - (evals - 1) as f64 / iters as f64).abs() < 1e-12,
+            "{extra:?}: {per}"
+        );
+        assert!(per <= 1.3, "{extra:?}: {per} evaluations per L-BFGS iteration");
+        assert_eq!(v["hvps"].as_u64(), Some(0));
+    }
+    // Gradient descent with a fixed step: one (fused) evaluation per iteration.
+    let v = run(&["--per-class", "10", "--optimizer", "gd", "--max-iter", "50"]);
+    assert_eq!(v["iterations"].as_u64(), Some(50));
+    assert_eq!(v["evals_per_iter"].as_f64(), Some(1.0));
+    // Newton-CG counts its Hessian-vector products.
+    let v = run(&["--per-class", "10", "--optimizer", "newton"]);
+    assert!(v["hvps"].as_u64().unwrap() > v["iterations"].as_u64().unwrap());
+}
