@@ -1,28 +1,88 @@
-"""PyTorch CPU reference for benches/nn.rs: forward + backward (train mode, cross-entropy) of
-resnet18 (ImageNet stem and CIFAR stem) and the MLP (1024 x 6), batch 128 of 3x32x32, float32,
-with the same number of threads as the Rust run.
+#!/usr/bin/env python3
+"""One training step (forward + backward, train mode, cross-entropy, f32, batch 128 of 3x32x32)
+of the MLP (1024 x 6), resnet18 (ImageNet stem) and resnet18_sota (CIFAR stem) in ufm against
+the fastest PyTorch CPU steps we could write, all on the same number of threads, interleaved.
 
-    cargo bench --bench nn                      # writes target/criterion/nn/*/new/estimates.json
-    /opt/pyenv/bin/python benches/compare_torch_nn.py [--threads 2]
+Usage (after `cargo build --release --example nn_step`):
+    python benches/compare_torch_nn.py [--threads 2] [--rounds 5] [--steps 3]
+                                       [--models mlp,resnet18,resnet18_sota]
+                                       [--variants eager,eager-inplace,cl,compiled,compiled-cl]
+                                       [--no-compile] [--json results.json]
 
-    # interleaved (preferred on a shared machine): for each model, PyTorch with --threads and
-    # with 1 thread, then the criterion bench of the same model, so both see the same load
-    /opt/pyenv/bin/python benches/compare_torch_nn.py --threads 2 --reps 3 --run-rust [--rust-one-thread] [--models resnet18_sota]
+Run it once with `--threads 2` (same threads as ufm) and once with `--threads 1` (the per-core
+ratio, which is the stable number on a shared 2-vCPU machine).
 
-Prints PyTorch's median time per step with the same number of threads and with 1 thread
-(on a loaded 2-vCPU VM PyTorch's OpenMP threads busy-wait and 2 threads ran 3.5x slower than
-1), and, when the criterion results exist, the Rust median and the ratios Rust / PyTorch.
-The 1-minute load average is printed with each line.
+For each round, for each model, ufm (`target/release/examples/nn_step --model M --steps S
+--threads T`, a subprocess that builds the net, runs one untimed warm-up step and prints the
+seconds of each of S steps) and every PyTorch variant (S steps in this process, after two
+untimed warm-up steps) run in an order that rotates from round to round, so that slow phases of
+a shared machine hit all of them. Each gives the mean time per step of the round; the table
+gives the median and the minimum over `--rounds` rounds, and the ratio ufm / best PyTorch by
+medians and by minimums ("torch best" is the variant with the lowest median, resp. minimum).
+Before timing, every PyTorch variant takes one step from the same initial weights on the same
+batch, and its loss and gradient norm are checked against the `eager` variant's (relative
+tolerances 1e-4 for the loss, 1e-3 for the gradient norm: channels-last convolutions and
+inductor's fused kernels reorder f32 sums), so all variants are the same model.
+
+The architectures are those of src/nn/models (ufm's `Net`): BasicBlock resnet18 with batch norm,
+stride-2 downsampling 1x1 conv + BN shortcut, `sota` = 3x3 stride-1 conv1 and no max pool; the
+MLP is Linear-BN-ReLU x 6 of width 1024, then Linear to 10 classes. The batch is fixed
+(uniform in [-1, 1), labels i mod 10), built once and reused by every step (no data loading in
+either side's timing).
+
+PyTorch variants (all: `torch.set_num_threads(T)`, OMP/MKL thread variables set to T before
+torch is imported, `torch.backends.mkldnn.enabled = True` so convolutions go to oneDNN, input and
+label tensors allocated once, no optimizer, train mode; `torch.inference_mode`/`no_grad` are
+not usable in a training step):
+* `eager`: `net.zero_grad(set_to_none=True)` then `F.cross_entropy(net(x), y).backward()`
+  (backward hands its freshly computed gradient tensors to `.grad`: no zeroing pass, no add).
+* `eager-inplace`: the gradients are allocated once and kept: `zero_grad(set_to_none=False)`
+  zeroes them in place and backward accumulates into them (no allocation of .grad tensors,
+  one memset and one add per parameter instead).
+* `cl` (resnets only): `net.to(memory_format=torch.channels_last)` and a channels-last input,
+  oneDNN's native NHWC layout (no reorders around each convolution), otherwise as `eager`.
+* `compiled`: `torch.compile` (inductor, CPU C++/OpenMP codegen, default mode, static shapes)
+  of the loss function `F.cross_entropy(net(x), y)`; AOTAutograd compiles the backward too, so
+  batch norm + ReLU (+ residual add) are fused into single loops in both directions and the
+  convolutions/GEMMs stay on oneDNN/MKL; `zero_grad(set_to_none=True)`. Skipped with
+  --no-compile, or with a note if inductor fails here.
+* `compiled-cl` (resnets only): `compiled` on the channels-last net and input.
 """
 import argparse
+import copy
 import json
 import os
 import subprocess
+import sys
 import time
 
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
+ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+ap.add_argument("--threads", type=int, default=2)
+ap.add_argument("--rounds", type=int, default=5)
+ap.add_argument("--steps", type=int, default=3, help="timed steps per implementation and round")
+ap.add_argument("--models", default="mlp,resnet18,resnet18_sota",
+                help="comma-separated subset of mlp, resnet18, resnet18_sota")
+ap.add_argument("--variants", default="eager,eager-inplace,cl,compiled,compiled-cl",
+                help="comma-separated subset of the PyTorch variants")
+ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile variants")
+ap.add_argument("--bin", default="target/release/examples/nn_step")
+ap.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH ('-': stdout)")
+args = ap.parse_args()
+for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RAYON_NUM_THREADS"):
+    os.environ[var] = str(args.threads)
+
+import numpy as np  # noqa: E402  (after the thread variables are set)
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+torch.set_num_threads(args.threads)
+torch.backends.mkldnn.enabled = True
+BATCH, CLASSES = 128, 10
+
+
+# ---------------------------------------------------------------------------------------------
+# The networks (identical to src/nn/models)
 
 
 class BasicBlock(nn.Module):
@@ -54,7 +114,7 @@ class ResNet18(nn.Module):
                 layers.append(BasicBlock(inp, w, 2 if (i > 0 and b == 0) else 1))
                 inp = w
         self.layers = nn.Sequential(*layers)
-        self.fc = nn.Linear(512, 10)
+        self.fc = nn.Linear(512, CLASSES)
 
     def forward(self, x):
         x = self.layers(self.pool(F.relu(self.bn1(self.conv1(x)))))
@@ -65,70 +125,187 @@ def mlp(width=1024, depth=6):
     layers = [nn.Flatten(), nn.Linear(3072, width), nn.BatchNorm1d(width), nn.ReLU()]
     for _ in range(depth - 1):
         layers += [nn.Linear(width, width), nn.BatchNorm1d(width), nn.ReLU()]
-    return nn.Sequential(*layers, nn.Linear(width, 10))
+    return nn.Sequential(*layers, nn.Linear(width, CLASSES))
 
 
-def time_step(net, x, y, reps):
-    net.train()
-    ts = []
-    for i in range(reps + 2):
-        t0 = time.perf_counter()
-        net.zero_grad()
-        F.cross_entropy(net(x), y).backward()
-        if i >= 2:
-            ts.append(time.perf_counter() - t0)
-    ts.sort()
-    return ts[len(ts) // 2]
+MODELS = {"mlp": mlp, "resnet18": ResNet18, "resnet18_sota": lambda: ResNet18(sota=True)}
+
+
+# ---------------------------------------------------------------------------------------------
+# PyTorch variants: make(template, x, y) -> step() returning the loss tensor
+
+
+def _eager(template, x, y, channels_last=False, set_to_none=True):
+    net = copy.deepcopy(template).train()
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    if not set_to_none:
+        for p in net.parameters():
+            p.grad = torch.zeros_like(p)
+
+    def step():
+        net.zero_grad(set_to_none=set_to_none)
+        loss = F.cross_entropy(net(x), y)
+        loss.backward()
+        return loss
+
+    return step, net
+
+
+def _compiled(template, x, y, channels_last=False):
+    net = copy.deepcopy(template).train()
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+
+    def loss_fn(x, y):
+        return F.cross_entropy(net(x), y)
+
+    f = torch.compile(loss_fn, dynamic=False)
+
+    def step():
+        net.zero_grad(set_to_none=True)
+        loss = f(x, y)
+        loss.backward()
+        return loss
+
+    return step, net
+
+
+VARIANTS = {
+    "eager": (lambda t, x, y: _eager(t, x, y), False, False),
+    "eager-inplace": (lambda t, x, y: _eager(t, x, y, set_to_none=False), False, False),
+    "cl": (lambda t, x, y: _eager(t, x, y, channels_last=True), True, False),
+    "compiled": (lambda t, x, y: _compiled(t, x, y), False, True),
+    "compiled-cl": (lambda t, x, y: _compiled(t, x, y, channels_last=True), True, True),
+}  # name -> (make, convolutional nets only, needs torch.compile)
+
+
+def grad_norm(net):
+    return float(torch.sqrt(sum((p.grad.double() ** 2).sum() for p in net.parameters())))
+
+
+# ---------------------------------------------------------------------------------------------
+# ufm
+
+
+def ufm_step_time(model):
+    cmd = [args.bin, "--model", model, "--steps", str(args.steps), "--threads", str(args.threads)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    secs = json.loads(out)["seconds"]
+    return sum(secs) / len(secs)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def prepare(model, x, y):
+    """Builds every wanted variant of `model` from one seeded template, checks that each one's
+    first step gives the eager step's loss and gradient norm, warms it up; returns the steps."""
+    torch.manual_seed(0)
+    template = MODELS[model]()
+    wanted = [v for v in args.variants.split(",") if v]
+    if "eager" not in wanted:
+        wanted.insert(0, "eager")  # the reference of the check (timed too)
+    steps, checks, ref = {}, {}, None
+    for name in wanted:
+        make, conv_only, needs_compile = VARIANTS[name]
+        if (conv_only and model == "mlp") or (needs_compile and args.no_compile):
+            continue
+        try:
+            step, net = make(template, x, y)
+            loss = float(step().detach())
+            gn = grad_norm(net)
+            step()  # second warm-up (and any recompilation)
+        except Exception as e:  # noqa: BLE001 (torch.compile can fail in many ways)
+            print(f"  {model} {name}: skipped ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
+            continue
+        if ref is None:
+            ref = (loss, gn)
+        el, eg = abs(loss - ref[0]) / abs(ref[0]), abs(gn - ref[1]) / abs(ref[1])
+        if el > 1e-4 or eg > 1e-3:
+            print(f"  check FAILED: {model} {name}: loss {loss:.7g} vs eager {ref[0]:.7g} "
+                  f"(rel. {el:.1e} > 1e-4) or grad norm {gn:.7g} vs {ref[1]:.7g} (rel. {eg:.1e} > 1e-3)",
+                  file=sys.stderr)
+            sys.exit(1)
+        steps[name] = step
+        checks[name] = {"loss": loss, "grad_norm": gn, "rel_err_loss": el, "rel_err_grad_norm": eg}
+    return steps, checks
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--reps", type=int, default=10)
-    ap.add_argument("--run-rust", action="store_true",
-                    help="run `cargo bench --bench nn` for each model right after PyTorch")
-    ap.add_argument("--rust-one-thread", action="store_true",
-                    help="with --run-rust, also run the Rust bench with RAYON_NUM_THREADS=1")
-    ap.add_argument("--models", default="mlp,resnet18,resnet18_sota",
-                    help="comma-separated subset of mlp, resnet18, resnet18_sota")
-    a = ap.parse_args()
-    wanted = {m + "_fwd_bwd_b128" for m in a.models.split(",")}
-    torch.set_num_threads(a.threads)
-    torch.manual_seed(0)
-    x = torch.rand(128, 3, 32, 32) * 2 - 1
-    y = torch.arange(128) % 10
-    repo = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-    root = os.path.join(repo, "target", "criterion", "nn")
-    for name, make in [("mlp_fwd_bwd_b128", mlp), ("resnet18_fwd_bwd_b128", ResNet18),
-                       ("resnet18_sota_fwd_bwd_b128", lambda: ResNet18(sota=True))]:
-        if name not in wanted:
-            continue
-        net = make()
-        load0 = os.getloadavg()[0]
-        torch.set_num_threads(a.threads)
-        t = time_step(net, x, y, a.reps)
-        torch.set_num_threads(1)
-        t1 = time_step(net, x, y, a.reps)
-        line = (f"{name}: PyTorch {torch.__version__} {a.threads} threads {t * 1e3:.1f} ms, "
-                f"1 thread {t1 * 1e3:.1f} ms")
-        rid = f"{name}_threads{a.threads}"
-        rid1 = f"{name}_threads1"
-        if a.run_rust:
-            for th, r in [(a.threads, rid)] + ([(1, rid1)] if a.rust_one_thread else []):
-                env = dict(os.environ, RAYON_NUM_THREADS=str(th))
-                subprocess.run(["cargo", "bench", "--bench", "nn", "--", "--exact", f"nn/{r}"],
-                               cwd=repo, env=env, check=True, stdout=subprocess.DEVNULL)
-        line += f" | load {load0:.1f}->{os.getloadavg()[0]:.1f}"
-        est = os.path.join(root, rid, "new", "estimates.json")
-        if os.path.exists(est):
-            rust = json.load(open(est))["median"]["point_estimate"] / 1e9
-            line += (f" | ufm ({a.threads} threads) {rust * 1e3:.1f} ms | ratio ufm/PyTorch "
-                     f"{rust / t:.2f} (same threads), {rust / min(t, t1):.2f} (PyTorch's faster setting)")
-        est1 = os.path.join(root, rid1, "new", "estimates.json")
-        if a.rust_one_thread and os.path.exists(est1):
-            r1 = json.load(open(est1))["median"]["point_estimate"] / 1e9
-            line += f" | ufm (1 thread) {r1 * 1e3:.1f} ms, ratio to PyTorch 1 thread {r1 / t1:.2f}"
-        print(line, flush=True)
+    if not os.path.exists(args.bin):
+        sys.exit(f"{args.bin} not found: run `cargo build --release --example nn_step` first "
+                 "(or pass --bin)")
+    for v in args.variants.split(","):
+        if v and v not in VARIANTS:
+            sys.exit(f"--variants: unknown variant {v!r} (known: {', '.join(VARIANTS)})")
+    models = [m for m in args.models.split(",") if m]
+    for m in models:
+        if m not in MODELS:
+            sys.exit(f"--models: unknown model {m!r} (known: {', '.join(MODELS)})")
+    print(f"PyTorch {torch.__version__} (mkldnn {torch.backends.mkldnn.is_available()}), "
+          f"{args.threads} threads, {args.rounds} rounds x {args.steps} steps, interleaved")
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(BATCH, 3, 32, 32, generator=g) * 2 - 1
+    y = torch.arange(BATCH) % CLASSES
+    runners, checks = {}, {}
+    for m in models:
+        runners[m], checks[m] = prepare(m, x, y)
+        print(f"  {m}: check vs eager (loss, grad norm rel. error): "
+              + ", ".join(f"{k} {c['rel_err_loss']:.0e}/{c['rel_err_grad_norm']:.0e}"
+                          for k, c in checks[m].items()), flush=True)
+    times = {m: {k: [] for k in ["ufm"] + list(runners[m])} for m in models}
+    loads = [os.getloadavg()[0]]
+    for r in range(args.rounds):
+        for m in models:
+            names = list(times[m])
+            order = names[r % len(names):] + names[:r % len(names)]
+            for name in order:
+                if name == "ufm":
+                    times[m][name].append(ufm_step_time(m))
+                else:
+                    st = runners[m][name]
+                    t0 = time.perf_counter()
+                    for _ in range(args.steps):
+                        st()
+                    times[m][name].append((time.perf_counter() - t0) / args.steps)
+        loads.append(os.getloadavg()[0])
+        print(f"  round {r + 1}/{args.rounds} done (load {loads[-1]:.1f})", flush=True)
+
+    result = {"torch": torch.__version__, "threads": args.threads, "rounds": args.rounds,
+              "steps": args.steps, "load_min": min(loads), "load_max": max(loads), "models": {}}
+    print(f"\nseconds per step, median / min over rounds; 1-min load average "
+          f"{min(loads):.1f}-{max(loads):.1f}")
+    for m in models:
+        med = {k: float(np.median(v)) for k, v in times[m].items()}
+        mn = {k: float(np.min(v)) for k, v in times[m].items()}
+        tv = [k for k in times[m] if k != "ufm"]
+        best_med = min(tv, key=lambda k: med[k]) if tv else None
+        best_min = min(tv, key=lambda k: mn[k]) if tv else None
+        print(f"\n{m}")
+        print(f"  {'implementation':<22} {'median s':>10} {'min s':>10}")
+        for k in times[m]:
+            print(f"  {('torch ' + k) if k != 'ufm' else 'ufm':<22} {med[k]:10.4f} {mn[k]:10.4f}")
+        entry = {"times": times[m], "median": med, "min": mn, "check": checks[m]}
+        if tv:
+            rmed, rmin = med["ufm"] / med[best_med], mn["ufm"] / mn[best_min]
+            print(f"  ufm / torch best: {rmed:.2f} by medians (torch {best_med}), "
+                  f"{rmin:.2f} by minimums (torch {best_min})")
+            entry.update(torch_best_median=best_med, torch_best_min=best_min,
+                         ratio_median=rmed, ratio_min=rmin)
+        result["models"][m] = entry
+    if args.json:
+        text = json.dumps(result, indent=1)
+        if args.json == "-":
+            print(text)
+        else:
+            tmp = args.json + ".tmp"
+            with open(tmp, "w") as fh:
+                fh.write(text + "\n")
+            os.replace(tmp, args.json)
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":
