@@ -1,9 +1,8 @@
 //! Forward + backward of the original's networks on the CPU (f32, train mode, cross-entropy),
 //! batch 128 of 3×32×32: resnet18 (ImageNet stem, as the original without --SOTA), resnet18
 //! with the CIFAR stem (--sota), and the default MLP (width 1024, depth 6).
-//! Compare with PyTorch: `python benches/compare_torch_nn.py` after `cargo bench --bench nn`, or
-//! interleaved on a shared machine (PyTorch, then this bench, model by model):
-//! `/opt/pyenv/bin/python benches/compare_torch_nn.py --threads 2 --reps 3 --run-rust`.
+//! Compare with PyTorch: `python benches/compare_torch_nn.py --threads 2 --rounds 3 --steps 3`
+//! times the same step (through `examples/nn_step`) interleaved with tuned PyTorch variants.
 //! The thread count (`RAYON_NUM_THREADS`) is part of each benchmark's name.
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
