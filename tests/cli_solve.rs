@@ -141,7 +141,11 @@ fn evaluation_counts_are_reported_and_lbfgs_needs_few_per_iteration() {
         let mut args = vec!["solve", "--json", "--classes", "6", "--dim", "8"];
         args.extend_from_slice(extra);
         let out = ufm().args(&args).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).unwrap()
     };
     for extra in [
@@ -154,12 +158,18 @@ fn evaluation_counts_are_reported_and_lbfgs_needs_few_per_iteration() {
         let iters = v["iterations"].as_u64().unwrap();
         let evals = v["evals"].as_u64().unwrap();
         let per = v["evals_per_iter"].as_f64().unwrap();
-        assert!(iters > 5 && evals > iters, "{extra:?}: {iters} iterations, {evals} evals");
+        assert!(
+            iters > 5 && evals > iters,
+            "{extra:?}: {iters} iterations, {evals} evals"
+        );
         assert!(
             (per - (evals - 1) as f64 / iters as f64).abs() < 1e-12,
             "{extra:?}: {per}"
         );
-        assert!(per <= 1.3, "{extra:?}: {per} evaluations per L-BFGS iteration");
+        assert!(
+            per <= 1.3,
+            "{extra:?}: {per} evaluations per L-BFGS iteration"
+        );
         assert_eq!(v["hvps"].as_u64(), Some(0));
     }
     // Gradient descent with a fixed step: one (fused) evaluation per iteration.
