@@ -19,6 +19,9 @@ use std::time::Instant;
 use ufm::nn::layers::{cross_entropy, Module};
 use ufm::nn::models::{Arch, ModelConfig, Net};
 
+/// Wall seconds and CPU seconds (where known) of one step.
+type Step = (f64, Option<f64>);
+
 fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let get = |name: &str, default: &str| -> String {
@@ -58,7 +61,7 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let y: Vec<u32> = (0..128).map(|i| i % 10).collect();
     let mut net = Net::<f32>::new(&cfg, 0)?;
     let times = pool.install(
-        || -> Result<Vec<(f64, Option<f64>)>, Box<dyn std::error::Error + Send + Sync>> {
+        || -> Result<Vec<Step>, Box<dyn std::error::Error + Send + Sync>> {
             let mut times = Vec::new();
             for s in 0..=steps {
                 let (t0, c0) = (Instant::now(), cpu_time());
@@ -92,7 +95,7 @@ fn cpu_time() -> Option<f64> {
     };
     // SAFETY: `ts` is a valid, writable timespec.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    (rc == 0).then(|| ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9)
+    (rc == 0).then_some(ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9)
 }
 
 #[cfg(not(unix))]

@@ -6,10 +6,17 @@
 //! $\partial_x=\operatorname{col2im}(W^\top\delta_g)$; im2col is recomputed rather than stored.
 //!
 //! $G$ is the smallest group with at least [`GROUP_COLS`] output pixels (one image from
-//! 16×16 up), so each group's column buffer stays in cache; groups run in parallel on the
-//! rayon pool, each with single-threaded GEMMs ([`super::gemm_seq`]). With $G=1$ the product
-//! lands directly in the image's `out × H'W'` slice of $y$, and a 1×1 stride-1 convolution
-//! without padding uses the image itself as $X_\text{col}$.
+//! 16×16 up), capped so that the batch makes at least [`LANES`] groups; it depends on the
+//! shape only. Groups run in parallel on the rayon pool, each with single-threaded GEMMs
+//! ([`super::gemm_seq`]); $\partial_W$ is summed over at most [`LANES`] contiguous runs of
+//! groups, each in order, and the runs' partials in order, so every result is the same bits
+//! on any number of threads. With $G=1$ the product lands directly in the image's
+//! `out × H'W'` slice of $y$, and a 1×1 stride-1 convolution without padding uses the image
+//! itself as $X_\text{col}$. For a "same" stride-1 convolution each row of $X_\text{col}$ is
+//! one contiguous copy of the image plane (plus zeroed borders). Kernel taps that can only
+//! ever see the zero padding (all but the centre of a 3×3 kernel on a 1×1 map, as in
+//! resnet18's last stage on 32×32 inputs) are left out of $X_\text{col}$ and of the GEMMs:
+//! their rows would be zero, and their weight gradient is exactly zero.
 
 use super::{gemm_seq, init, join, Module, Param, TensorMut};
 use crate::real::Real;
@@ -344,7 +351,7 @@ impl<T: Real> Conv2d<T> {
         let mut y = Array4::<T>::zeros((n, oc, oh, ow));
         let wc = self.weight_on(t);
         let wm = wc.view();
-        let this = &*self;
+        let this = self;
         y.as_slice_mut()
             .expect("fresh array")
             .par_chunks_mut(gsz * oc * ohw)
@@ -411,7 +418,7 @@ impl<T: Real> Conv2d<T> {
         let n_groups = n.div_ceil(gsz);
         // Contiguous runs of groups, one per lane; partial weight gradients are summed in lane
         // order, so the result depends neither on scheduling nor on the number of threads.
-        let n_tasks = n_groups.min(LANES).max(1);
+        let n_tasks = n_groups.clamp(1, LANES);
         let per = n_groups.div_ceil(n_tasks) * gsz; // images per task
         let mut dx = need_dx.then(|| Array4::<T>::zeros((n, c, h, w)));
         let mut jobs: Vec<Job<'_, T>> = Vec::new();
