@@ -1,5 +1,7 @@
 //! Times forward + backward training steps (train mode, cross-entropy, f32, batch 128 of
-//! 3×32×32, seeded) of one network and prints the seconds of each step as JSON; the timer
+//! 3×32×32, seeded) of one network and prints the seconds of each step as JSON (`seconds`:
+//! wall clock; `cpu_seconds`, on Unix: CPU time of the whole process, which on a shared
+//! machine is the steadier measure of single-threaded work); the timer
 //! behind `benches/compare_torch_nn.py` (the criterion bench `benches/nn.rs` times the same
 //! step).
 //!
@@ -16,6 +18,9 @@ use rand::{RngExt, SeedableRng};
 use std::time::Instant;
 use ufm::nn::layers::{cross_entropy, Module};
 use ufm::nn::models::{Arch, ModelConfig, Net};
+
+/// Wall seconds and CPU seconds (where known) of one step.
+type Step = (f64, Option<f64>);
 
 fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -56,24 +61,44 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let y: Vec<u32> = (0..128).map(|i| i % 10).collect();
     let mut net = Net::<f32>::new(&cfg, 0)?;
     let times = pool.install(
-        || -> Result<Vec<f64>, Box<dyn std::error::Error + Send + Sync>> {
+        || -> Result<Vec<Step>, Box<dyn std::error::Error + Send + Sync>> {
             let mut times = Vec::new();
             for s in 0..=steps {
-                let t0 = Instant::now();
+                let (t0, c0) = (Instant::now(), cpu_time());
                 net.zero_grad();
                 let out = net.forward(x.clone(), true)?;
                 let (_, g) = cross_entropy(&out.logits, &y)?;
                 net.backward(&g, None);
                 if s > 0 {
-                    times.push(t0.elapsed().as_secs_f64());
+                    times.push((
+                        t0.elapsed().as_secs_f64(),
+                        cpu_time().zip(c0).map(|(a, b)| a - b),
+                    ));
                 }
             }
             Ok(times)
         },
     )?;
-    println!(
-        "{{\"model\": \"{model}\", \"threads\": {threads}, \"seconds\": {:?}}}",
-        times
-    );
+    let wall: Vec<f64> = times.iter().map(|t| t.0).collect();
+    let cpu: Option<Vec<f64>> = times.iter().map(|t| t.1).collect();
+    let cpu = cpu.map_or(String::new(), |c| format!(", \"cpu_seconds\": {c:?}"));
+    println!("{{\"model\": \"{model}\", \"threads\": {threads}, \"seconds\": {wall:?}{cpu}}}");
     Ok(())
+}
+
+/// CPU seconds used by the process so far (all threads), where the platform tells.
+#[cfg(unix)]
+fn cpu_time() -> Option<f64> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    (rc == 0).then_some(ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9)
+}
+
+#[cfg(not(unix))]
+fn cpu_time() -> Option<f64> {
+    None
 }

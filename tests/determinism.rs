@@ -212,3 +212,69 @@ fn cli_metrics_json_is_reproducible_on_any_thread_count() {
         assert_eq!(a, run_json(&args, "1"), "{strategy}: 1 thread vs 2 threads");
     }
 }
+
+/// A training step of small networks (every gradient, the logits and the features) has the
+/// same bits in pools of 1, 2, 3 and 8 threads: the convolutions' weight gradients are summed
+/// over lanes fixed by the shape ([`ufm::nn::layers::conv::LANES`]), batch norm sums per image
+/// in image order, and every GEMM entry is one dot product whatever the split.
+#[test]
+fn network_training_step_is_bitwise_independent_of_threads() {
+    use ndarray::Array4;
+    use rand::rngs::StdRng;
+    use rand::{RngExt, SeedableRng};
+    use ufm::nn::layers::conv::ConvInit;
+    use ufm::nn::layers::{cross_entropy, Module, TensorMut};
+    use ufm::nn::models::{Body, Mlp, Net, ResNet, ResNetSpec, Stem};
+
+    let step = |which: usize, threads: usize| -> Vec<u32> {
+        in_pool(threads, || {
+            let mut rng = StdRng::seed_from_u64(11);
+            let (body, hw) = match which {
+                0 => (Body::Mlp(Mlp::new(3 * 8 * 8, 40, 3, &mut rng)), 8),
+                _ => {
+                    let stem = if which == 1 {
+                        Stem::ImageNet
+                    } else {
+                        Stem::Cifar
+                    };
+                    let spec = ResNetSpec {
+                        stem,
+                        widths: [4, 6, 8, 8],
+                        blocks: [1, 1, 1, 1],
+                        fixdim: 0,
+                        init: ConvInit::KaimingFanOut,
+                        shortcut_name: "downsample",
+                        in_channels: 3,
+                    };
+                    let hw = if stem == Stem::ImageNet { 16 } else { 8 };
+                    (Body::ResNet(Box::new(ResNet::new(&spec, &mut rng))), hw)
+                }
+            };
+            let mut net = Net::<f32>::with_body(body, 5, true, false, &mut rng).unwrap();
+            let x =
+                Array4::from_shape_simple_fn((12, 3, hw, hw), || rng.random_range(-1.0f32..1.0));
+            let y: Vec<u32> = (0..12).map(|i| i % 5).collect();
+            net.zero_grad();
+            let out = net.forward(x, true).unwrap();
+            let (_, g) = cross_entropy(&out.logits, &y).unwrap();
+            net.backward(&g, None);
+            let mut v: Vec<u32> = out.logits.iter().map(|a| a.to_bits()).collect();
+            v.extend(out.features.iter().map(|a| a.to_bits()));
+            net.visit("", &mut |_, t| match t {
+                TensorMut::Param(p) => v.extend(p.grad.iter().map(|a| a.to_bits())),
+                TensorMut::Buffer(b) => v.extend(b.iter().map(|a| a.to_bits())),
+                TensorMut::Count(_) => {}
+            });
+            v
+        })
+    };
+    for which in 0..3 {
+        let one = step(which, 1);
+        for t in [2, 3, 8] {
+            assert!(
+                one == step(which, t),
+                "network {which}: {t} threads differ from 1"
+            );
+        }
+    }
+}

@@ -177,10 +177,12 @@ fn conv2d_backward_matches_central_difference_for_strides_and_paddings() {
 }
 
 /// The convolution's code paths: on one rayon thread, 5 images of small maps go through
-/// im2col in groups of 3 and 2 images (gathered / scattered GEMM columns); a 1×1 stride-1
-/// convolution on 16×16 maps (256 pixels, one image per group) uses the image itself as the
-/// im2col matrix; on 16×16 a 3×3 stride-1 convolution runs one image per group and a 3×3
-/// stride-2 one groups of 2 and 1. Two backward tasks sum their weight gradients.
+/// im2col in groups of 2, 2 and 1 images (gathered / scattered GEMM columns; three
+/// weight-gradient lanes); a 1×1 stride-1 convolution on 16×16 maps (256 pixels, one image
+/// per group) uses the image itself as the im2col matrix; on 16×16 3×3 convolutions run one
+/// image per group. "Same" stride-1 convolutions (3×3 and 5×5) take the contiguous-copy
+/// im2col; maps smaller than the kernel (1×1 and 2×2 under a 3×3 or 7×7 kernel) leave the
+/// taps that only see padding out of the GEMMs, whose weight gradient must come out zero.
 #[test]
 fn conv2d_grouped_and_pointwise_paths_match_central_difference() {
     let mut rng = StdRng::seed_from_u64(12);
@@ -196,6 +198,10 @@ fn conv2d_grouped_and_pointwise_paths_match_central_difference() {
             (1, 1, 0, 16, 3),
             (3, 1, 1, 16, 3),
             (3, 2, 1, 16, 3),
+            (5, 1, 2, 6, 3),
+            (3, 1, 1, 1, 5),
+            (3, 2, 1, 2, 5),
+            (7, 2, 3, 2, 3),
         ] {
             check_conv(&mut rng, case);
         }

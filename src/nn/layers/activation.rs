@@ -43,6 +43,30 @@ impl<T: Real, D: Dimension> Relu<T, D> {
         self.mask = Some((mask, x.raw_dim()));
         x
     }
+    /// $\max(x+s,0)$ in place (a residual add fused into the ReLU, one sweep); keeps the
+    /// mask $y>0$.
+    pub fn forward_add(&mut self, x: Array<T, D>, s: &Array<T, D>) -> Array<T, D> {
+        assert_eq!(x.raw_dim(), s.raw_dim(), "Relu::forward_add: shapes");
+        let mut x = super::standard(x);
+        let s = s.as_standard_layout();
+        let mut mask = vec![false; x.len()];
+        x.as_slice_mut()
+            .expect("standard layout")
+            .par_chunks_mut(CHUNK)
+            .zip(mask.par_chunks_mut(CHUNK))
+            .zip(s.as_slice().expect("standard layout").par_chunks(CHUNK))
+            .for_each(|((xc, mc), sc)| {
+                for ((v, m), &a) in xc.iter_mut().zip(mc).zip(sc) {
+                    *v += a;
+                    *m = *v > T::zero();
+                    if !*m {
+                        *v = T::zero();
+                    }
+                }
+            });
+        self.mask = Some((mask, x.raw_dim()));
+        x
+    }
     /// $\delta\odot\mathbb 1\lbrack y>0\rbrack$ in place.
     pub fn backward(&mut self, dy: Array<T, D>) -> Array<T, D> {
         let (mask, dim) = self

@@ -10,8 +10,9 @@
 //! backward masks $\delta$ with $\mathbb 1[\mathrm{BN}(x)>0]$ recomputed from the cached input
 //! (the same floating-point expression as the forward pass, so the same mask).
 //! Only the input and two numbers per channel are cached. Every pass sweeps the batch in memory
-//! order (rayon tasks over images or `H × W` planes); per-channel sums are taken per image in
-//! f64 and added over images in a fixed order, so results do not depend on scheduling.
+//! order (rayon tasks over images); per-channel sums are taken per image in f64 and added over
+//! images in a fixed order (`N × C` inputs: one sequential sweep over the rows), so results do
+//! not depend on scheduling or on the number of threads.
 
 use super::{join, Module, Param, TensorMut};
 use crate::real::Real;
@@ -48,6 +49,27 @@ fn affine<T: Real>(v: T, mu: T, inv: T, g: T, b: T) -> T {
     (v - mu) * inv * g + b
 }
 
+/// $\max(z,0)$ as the fused ReLU computes it (zero unless $z>0$, so NaN maps to 0), written
+/// as a select so that it vectorises.
+#[inline(always)]
+fn relu_of<T: Real>(z: T) -> T {
+    if z > T::zero() {
+        z
+    } else {
+        T::zero()
+    }
+}
+
+/// $\delta\,\mathbb 1[z>0]$, the fused ReLU's backward mask, as a select.
+#[inline(always)]
+fn mask_by<T: Real>(z: T, d: T) -> T {
+    if z > T::zero() {
+        d
+    } else {
+        T::zero()
+    }
+}
+
 /// Per-channel sums over a batch `N × C × L` (slice `xs`, and `ds` of the same shape):
 /// `f(c)(x_i, d_i)` returns two terms; image sums run in parallel, then add up in image order.
 fn channel_sums<T: Real, G: Fn(T, T) -> (f64, f64)>(
@@ -75,6 +97,32 @@ fn channel_sums<T: Real, G: Fn(T, T) -> (f64, f64)>(
         }
     }
     tot
+}
+
+/// `out[i] = f(c)(x[i], d[i])` elementwise over a batch `N × C × L` (channel `c` of each
+/// element), images in parallel.
+fn per_image<T: Real, G: Fn(T, T) -> T>(
+    out: &mut [T],
+    xs: &[T],
+    ds: &[T],
+    (c, l): (usize, usize),
+    f: impl Fn(usize) -> G + Sync,
+) {
+    let per = (c * l).max(1);
+    out.par_chunks_mut(per)
+        .zip(xs.par_chunks(per).zip(ds.par_chunks(per)))
+        .for_each(|(oi, (xi, di))| {
+            for (ci, (op, (xp, dp))) in oi
+                .chunks_mut(l)
+                .zip(xi.chunks(l).zip(di.chunks(l)))
+                .enumerate()
+            {
+                let g = f(ci);
+                for (o, (&v, &d)) in op.iter_mut().zip(xp.iter().zip(dp)) {
+                    *o = g(v, d);
+                }
+            }
+        });
 }
 
 /// $\sum_i$ of the two terms of `f(x_i, d_i)` in f64, eight lanes each (vectorises).
@@ -142,17 +190,36 @@ impl<T: Real> BatchNorm<T> {
                 n * l > 1,
                 "batch norm in training mode needs more than one value per channel"
             );
-            let sums = channel_sums(xs, xs, (c, l), |_| |v: T, _| (v.to_f64_(), 0.0));
-            let mus: Vec<f64> = sums.iter().map(|s| s.0 / m).collect();
-            let sq = channel_sums(xs, xs, (c, l), |ci| {
-                let mu = mus[ci];
-                move |v: T, _| {
-                    let d = v.to_f64_() - mu;
-                    (d * d, 0.0)
+            let (mus, sq): (Vec<f64>, Vec<f64>) = if l == 1 {
+                // `N × C`: sweeps over the rows, vectorised across the channels
+                let mut sum = vec![0.0; c];
+                for row in xs.chunks_exact(c) {
+                    for (a, &v) in sum.iter_mut().zip(row) {
+                        *a += v.to_f64_();
+                    }
                 }
-            });
-            let stats: Vec<(f64, f64)> =
-                mus.iter().zip(&sq).map(|(&mu, s)| (mu, s.0 / m)).collect();
+                let mus: Vec<f64> = sum.iter().map(|s| s / m).collect();
+                let mut sq = vec![0.0; c];
+                for row in xs.chunks_exact(c) {
+                    for ((a, &v), &mu) in sq.iter_mut().zip(row).zip(&mus) {
+                        let d = v.to_f64_() - mu;
+                        *a += d * d;
+                    }
+                }
+                (mus, sq)
+            } else {
+                let sums = channel_sums(xs, xs, (c, l), |_| |v: T, _| (v.to_f64_(), 0.0));
+                let mus: Vec<f64> = sums.iter().map(|s| s.0 / m).collect();
+                let sq = channel_sums(xs, xs, (c, l), |ci| {
+                    let mu = mus[ci];
+                    move |v: T, _| {
+                        let d = v.to_f64_() - mu;
+                        (d * d, 0.0)
+                    }
+                });
+                (mus, sq.iter().map(|s| s.0).collect())
+            };
+            let stats: Vec<(f64, f64)> = mus.iter().zip(&sq).map(|(&mu, s)| (mu, s / m)).collect();
             let mo = self.momentum;
             for (ci, &(mu, var)) in stats.iter().enumerate() {
                 let rm = &mut self.running_mean[ci];
@@ -178,23 +245,33 @@ impl<T: Real> BatchNorm<T> {
         let mut y = Array3::<T>::zeros((n, c, l));
         let gw: Vec<T> = self.weight.value.iter().copied().collect();
         let bw: Vec<T> = self.bias.value.iter().copied().collect();
-        y.as_slice_mut()
-            .expect("fresh")
-            .par_chunks_mut(l.max(1))
-            .zip(xs.par_chunks(l.max(1)))
-            .enumerate()
-            .for_each(|(pl, (dst, src))| {
-                let ci = pl % c;
+        if l == 1 {
+            let (mu, iv, g, b) = (&mean[..c], &inv[..c], &gw[..c], &bw[..c]);
+            for (yr, xr) in y
+                .as_slice_mut()
+                .expect("fresh")
+                .chunks_exact_mut(c)
+                .zip(xs.chunks_exact(c))
+            {
+                let (yr, xr) = (&mut yr[..c], &xr[..c]);
+                for i in 0..c {
+                    let z = affine(xr[i], mu[i], iv[i], g[i], b[i]);
+                    yr[i] = if relu { relu_of(z) } else { z };
+                }
+            }
+        } else {
+            per_image(y.as_slice_mut().expect("fresh"), xs, xs, (c, l), |ci| {
                 let (mu, iv, g, b) = (mean[ci], inv[ci], gw[ci], bw[ci]);
-                for (d, &v) in dst.iter_mut().zip(src) {
+                move |v: T, _| {
                     let z = affine(v, mu, iv, g, b);
-                    *d = if relu && !(z > T::zero()) {
-                        T::zero()
+                    if relu {
+                        relu_of(z)
                     } else {
                         z
-                    };
+                    }
                 }
             });
+        }
         self.cache = Some((x3, mean, inv, train, relu));
         y.into_shape_with_order(shape).expect("same size")
     }
@@ -220,13 +297,66 @@ impl<T: Real> BatchNorm<T> {
         let eff = |ci: usize| {
             let (mu, iv, g, b) = (mean[ci], inv[ci], gw[ci], bw[ci]);
             move |v: T, d: T| {
-                if relu && !(affine(v, mu, iv, g, b) > T::zero()) {
-                    T::zero()
+                if relu {
+                    mask_by(affine(v, mu, iv, g, b), d)
                 } else {
                     d
                 }
             }
         };
+        let m = T::of((n * l) as f64);
+        let mut dx = Array3::<T>::zeros((n, c, l));
+        if l == 1 {
+            // `N × C`: sweeps over the rows, vectorised across the channels
+            let (mu, iv, g, b) = (&mean[..c], &inv[..c], &gw[..c], &bw[..c]);
+            // δ through the fused ReLU's mask
+            let eff = |v: T, d: T, i: usize| {
+                if relu {
+                    mask_by(affine(v, mu[i], iv[i], g[i], b[i]), d)
+                } else {
+                    d
+                }
+            };
+            let (mut sd, mut sdh) = (vec![0.0; c], vec![0.0; c]);
+            for (xr, dr) in xs.chunks_exact(c).zip(ds.chunks_exact(c)) {
+                let (xr, dr, sd, sdh) = (&xr[..c], &dr[..c], &mut sd[..c], &mut sdh[..c]);
+                for i in 0..c {
+                    let (v, d) = (xr[i], eff(xr[i], dr[i], i));
+                    sd[i] += d.to_f64_();
+                    sdh[i] += (d * ((v - mu[i]) * iv[i])).to_f64_();
+                }
+            }
+            let k1: Vec<T> = g.iter().zip(iv).map(|(&g, &iv)| g * iv / m).collect();
+            let k0: Vec<T> = g.iter().zip(iv).map(|(&g, &iv)| g * iv).collect();
+            let (tsd, tsdh): (Vec<T>, Vec<T>) = sd
+                .iter()
+                .zip(&sdh)
+                .map(|(&a, &b)| (T::of(a), T::of(b)))
+                .unzip();
+            let (k1, k0, tsd, tsdh) = (&k1[..c], &k0[..c], &tsd[..c], &tsdh[..c]);
+            for ((o, xr), dr) in dx
+                .as_slice_mut()
+                .expect("fresh")
+                .chunks_exact_mut(c)
+                .zip(xs.chunks_exact(c))
+                .zip(ds.chunks_exact(c))
+            {
+                let (o, xr, dr) = (&mut o[..c], &xr[..c], &dr[..c]);
+                for i in 0..c {
+                    let (v, d) = (xr[i], eff(xr[i], dr[i], i));
+                    o[i] = if train {
+                        k1[i] * (m * d - tsd[i] - (v - mu[i]) * iv[i] * tsdh[i])
+                    } else {
+                        k0[i] * d
+                    };
+                }
+            }
+            for (ci, (&a, &b)) in sd.iter().zip(&sdh).enumerate() {
+                self.bias.grad[ci] += T::of(a);
+                self.weight.grad[ci] += T::of(b);
+            }
+            return dx.into_shape_with_order(dy.raw_dim()).expect("same size");
+        }
         // Σδ and Σδx̂ per channel
         let sums = channel_sums(xs, ds, (c, l), |ci| {
             let (mu, iv, e) = (mean[ci], inv[ci], eff(ci));
@@ -235,27 +365,19 @@ impl<T: Real> BatchNorm<T> {
                 (d.to_f64_(), (d * ((v - mu) * iv)).to_f64_())
             }
         });
-        let m = T::of((n * l) as f64);
-        let mut dx = Array3::<T>::zeros((n, c, l));
-        dx.as_slice_mut()
-            .expect("fresh")
-            .par_chunks_mut(l.max(1))
-            .zip(xs.par_chunks(l.max(1)).zip(ds.par_chunks(l.max(1))))
-            .enumerate()
-            .for_each(|(pl, (dst, (xp, dp)))| {
-                let ci = pl % c;
-                let (mu, iv, g) = (mean[ci], inv[ci], gw[ci]);
-                let (tsd, tsdh) = (T::of(sums[ci].0), T::of(sums[ci].1));
-                let e = eff(ci);
-                for ((o, &v), &d) in dst.iter_mut().zip(xp).zip(dp) {
-                    let d = e(v, d);
-                    *o = if train {
-                        g * iv / m * (m * d - tsd - (v - mu) * iv * tsdh)
-                    } else {
-                        g * iv * d
-                    };
+        per_image(dx.as_slice_mut().expect("fresh"), xs, ds, (c, l), |ci| {
+            let (mu, iv, g) = (mean[ci], inv[ci], gw[ci]);
+            let (tsd, tsdh) = (T::of(sums[ci].0), T::of(sums[ci].1));
+            let e = eff(ci);
+            move |v: T, d: T| {
+                let d = e(v, d);
+                if train {
+                    g * iv / m * (m * d - tsd - (v - mu) * iv * tsdh)
+                } else {
+                    g * iv * d
                 }
-            });
+            }
+        });
         for (ci, &(sd, sdh)) in sums.iter().enumerate() {
             self.bias.grad[ci] += T::of(sd);
             self.weight.grad[ci] += T::of(sdh);

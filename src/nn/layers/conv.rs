@@ -6,10 +6,17 @@
 //! $\partial_x=\operatorname{col2im}(W^\top\delta_g)$; im2col is recomputed rather than stored.
 //!
 //! $G$ is the smallest group with at least [`GROUP_COLS`] output pixels (one image from
-//! 16×16 up), so each group's column buffer stays in cache; groups run in parallel on the
-//! rayon pool, each with single-threaded GEMMs ([`super::gemm_seq`]). With $G=1$ the product
-//! lands directly in the image's `out × H'W'` slice of $y$, and a 1×1 stride-1 convolution
-//! without padding uses the image itself as $X_\text{col}$.
+//! 16×16 up), capped so that the batch makes at least [`LANES`] groups; it depends on the
+//! shape only. Groups run in parallel on the rayon pool, each with single-threaded GEMMs
+//! ([`super::gemm_seq`]); $\partial_W$ is summed over at most [`LANES`] contiguous runs of
+//! groups, each in order, and the runs' partials in order, so every result is the same bits
+//! on any number of threads. With $G=1$ the product lands directly in the image's
+//! `out × H'W'` slice of $y$, and a 1×1 stride-1 convolution without padding uses the image
+//! itself as $X_\text{col}$. For a "same" stride-1 convolution each row of $X_\text{col}$ is
+//! one contiguous copy of the image plane (plus zeroed borders). Kernel taps that can only
+//! ever see the zero padding (all but the centre of a 3×3 kernel on a 1×1 map, as in
+//! resnet18's last stage on 32×32 inputs) are left out of $X_\text{col}$ and of the GEMMs:
+//! their rows would be zero, and their weight gradient is exactly zero.
 
 use super::{gemm_seq, init, join, Module, Param, TensorMut};
 use crate::real::Real;
@@ -17,11 +24,26 @@ use ndarray::{Array2, Array4, ArrayView2, Ix2};
 use rand::rngs::StdRng;
 use rayon::prelude::*;
 
+/// The kernel taps that reach the image: rows `p0..p0+kp`, columns `q0..q0+kq`.
+#[derive(Clone, Copy, Debug)]
+struct Taps {
+    p0: usize,
+    kp: usize,
+    q0: usize,
+    kq: usize,
+}
+
 /// One backward task: its images' input, output gradient and (when wanted) input gradient.
 type Job<'a, T> = (&'a [T], &'a [T], Option<&'a mut [T]>);
 
 /// Minimum output pixels per GEMM group (see the module docs).
 pub const GROUP_COLS: usize = 256;
+
+/// Lanes of the weight-gradient reduction: the batch is cut into at most this many
+/// contiguous runs of groups, each summed in order into its own partial, and the partials are
+/// added in lane order ([`crate::par`]). A constant, so the weight gradient is the same bits
+/// on any number of threads.
+pub const LANES: usize = 4;
 
 /// How to initialise a convolution's weight.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,11 +120,53 @@ impl<T: Real> Conv2d<T> {
     }
 
     /// Images per GEMM group for `n` images of `ohw` output pixels: at least [`GROUP_COLS`]
-    /// columns, but at least two groups per rayon thread when the batch allows.
+    /// columns, but at least one group per lane ([`LANES`]) when the batch allows. A function
+    /// of the shape only (the grouping decides the order of the weight-gradient sums).
     fn group_size(n: usize, ohw: usize) -> usize {
         let want = GROUP_COLS.div_ceil(ohw.max(1));
-        let cap = n.div_ceil(2 * rayon::current_num_threads().max(1)).max(1);
+        let cap = n.div_ceil(LANES).max(1);
         want.min(cap).clamp(1, n.max(1))
+    }
+
+    /// The rectangle `p0..p0+kp` × `q0..q0+kq` of kernel taps that can touch the image: tap
+    /// row $p$ is left out when $s(H'-1)+p<\pi$ or $p\ge h+\pi$ (then $si+p-\pi$ is outside
+    /// $[0,h)$ for every output row $i$), and likewise for columns. Taps outside it only ever
+    /// see the zero padding (e.g. all but the centre of a 3×3 kernel on a 1×1 map), so their
+    /// im2col rows are zero: they are left out of the GEMMs and their weight gradient is
+    /// exactly zero.
+    fn taps(&self, h: usize, w: usize) -> Taps {
+        let (k, s, pd) = (self.k, self.stride, self.padding);
+        let range = |size: usize| {
+            let out = self.out_size(size);
+            let lo = pd.saturating_sub((out - 1) * s).min(k);
+            let hi = (size + pd).min(k).max(lo);
+            (lo, hi - lo)
+        };
+        let ((p0, kp), (q0, kq)) = (range(h), range(w));
+        Taps { p0, kp, q0, kq }
+    }
+
+    /// The weight as `out × (c, p, q)` over the taps `t` only: a view of the weight when `t`
+    /// is the whole kernel, else a compact copy.
+    fn weight_on(&self, t: Taps) -> ndarray::CowArray<'_, T, Ix2> {
+        let (oc, c, k) = (
+            self.weight.value.shape()[0],
+            self.weight.value.shape()[1],
+            self.k,
+        );
+        if t.kp == k && t.kq == k {
+            return self.w2().into();
+        }
+        let ws = self.weight.value.as_slice().expect("contiguous weight");
+        let mut wc = Vec::with_capacity(oc * c * t.kp * t.kq);
+        for kernel in ws.chunks_exact(k * k) {
+            for p in t.p0..t.p0 + t.kp {
+                wc.extend_from_slice(&kernel[p * k + t.q0..p * k + t.q0 + t.kq]);
+            }
+        }
+        Array2::from_shape_vec((oc, c * t.kp * t.kq), wc)
+            .expect("taps of every kernel")
+            .into()
     }
 
     /// Whether the image itself is its im2col matrix (1×1, stride 1, no padding).
@@ -122,16 +186,47 @@ impl<T: Real> Conv2d<T> {
         (j0.min(j1), j1)
     }
 
-    /// im2col of `g` consecutive images `xs` (each `c × h × w`) into `cols`: rows $(c,p,q)$,
-    /// columns $(g,i,j)$; every entry is written.
-    fn im2col(&self, xs: &[T], g: usize, (c, h, w): (usize, usize, usize), cols: &mut [T]) {
+    /// im2col of `g` consecutive images `xs` (each `c × h × w`) into `cols`: rows $(c,p,q)$
+    /// over the taps `t`, columns $(g,i,j)$; every entry is written.
+    fn im2col(
+        &self,
+        xs: &[T],
+        g: usize,
+        (c, h, w): (usize, usize, usize),
+        t: Taps,
+        cols: &mut [T],
+    ) {
         let (oh, ow) = (self.out_size(h), self.out_size(w));
-        let (k, s, pd) = (self.k, self.stride, self.padding);
+        let (s, pd) = (self.stride, self.padding);
         let gcols = g * oh * ow;
-        debug_assert_eq!(cols.len(), c * k * k * gcols);
+        debug_assert_eq!(cols.len(), c * t.kp * t.kq * gcols);
         for (r, row) in cols.chunks_exact_mut(gcols).enumerate() {
-            let (ci, p, q) = (r / (k * k), (r / k) % k, r % k);
+            let (ci, p, q) = (r / (t.kp * t.kq), t.p0 + (r / t.kq) % t.kp, t.q0 + r % t.kq);
             let (j0, j1) = self.col_range(q, w, ow);
+            if s == 1 && (oh, ow) == (h, w) {
+                // "Same" stride-1 convolution: output (i, j) reads input (i + p - pd,
+                // j + q - pd), one fixed offset, so the valid block is one contiguous copy;
+                // then the k - 1 entries per row that wrapped around from a neighbouring row
+                // (they belong to the padding) are zeroed.
+                let (i0, i1) = (pd.saturating_sub(p), oh.min((h + pd).saturating_sub(p)));
+                for (gi, dst) in row.chunks_exact_mut(oh * ow).enumerate() {
+                    if i0 >= i1 || j0 >= j1 {
+                        dst.fill(T::zero());
+                        continue;
+                    }
+                    let plane = &xs[(gi * c + ci) * h * w..(gi * c + ci + 1) * h * w];
+                    let (s0, s1) = (i0 * ow + j0, (i1 - 1) * ow + j1);
+                    let d0 = (i0 + p - pd) * w + (j0 + q - pd);
+                    dst[..s0].fill(T::zero());
+                    dst[s0..s1].copy_from_slice(&plane[d0..d0 + (s1 - s0)]);
+                    dst[s1..].fill(T::zero());
+                    for i in i0..i1 {
+                        dst[i * ow..i * ow + j0].fill(T::zero());
+                        dst[i * ow + j1..(i + 1) * ow].fill(T::zero());
+                    }
+                }
+                continue;
+            }
             for gi in 0..g {
                 let plane = &xs[(gi * c + ci) * h * w..(gi * c + ci + 1) * h * w];
                 for i in 0..oh {
@@ -156,12 +251,21 @@ impl<T: Real> Conv2d<T> {
         }
     }
 
-    /// col2im: adds each entry of `dcols` (rows $(c,p,q)$, columns $(g,i,j)$) back onto the
-    /// input pixel it was copied from, into the `g` images `dx`. `dcols` is scratch: entries
-    /// that fall in the padding may be zeroed.
-    fn col2im(&self, dcols: &mut [T], g: usize, (c, h, w): (usize, usize, usize), dx: &mut [T]) {
+    /// col2im: adds each entry of `dcols` (rows $(c,p,q)$ over the taps `t`, columns
+    /// $(g,i,j)$) back onto the input pixel it was copied from, into the `g` images `dx`.
+    /// `dcols` is scratch: entries that fall in the padding may be zeroed.
+    fn col2im(
+        &self,
+        dcols: &mut [T],
+        g: usize,
+        (c, h, w): (usize, usize, usize),
+        t: Taps,
+        dx: &mut [T],
+    ) {
         let (oh, ow) = (self.out_size(h), self.out_size(w));
-        let (k, s, pd) = (self.k, self.stride, self.padding);
+        let (s, pd) = (self.stride, self.padding);
+        let tt = t.kp * t.kq;
+        let row_of = |ci: usize, p: usize, q: usize| ci * tt + (p - t.p0) * t.kq + (q - t.q0);
         let gcols = g * oh * ow;
         if s == 1 && (oh, ow) == (h, w) {
             // "Same" stride-1 convolution: for each (p, q) the valid entries of a row of dcols
@@ -170,14 +274,14 @@ impl<T: Real> Conv2d<T> {
             let ohw = oh * ow;
             for (pl, plane) in dx.chunks_exact_mut(h * w).enumerate() {
                 let (gi, ci) = (pl / c, pl % c);
-                for p in 0..k {
+                for p in t.p0..t.p0 + t.kp {
                     let (i0, i1) = (pd.saturating_sub(p), oh.min((h + pd).saturating_sub(p)));
-                    for q in 0..k {
+                    for q in t.q0..t.q0 + t.kq {
                         let (j0, j1) = self.col_range(q, w, ow);
                         if i0 >= i1 || j0 >= j1 {
                             continue;
                         }
-                        let r = ci * k * k + p * k + q;
+                        let r = row_of(ci, p, q);
                         let row = &mut dcols[r * gcols + gi * ohw..r * gcols + (gi + 1) * ohw];
                         for i in i0..i1 {
                             row[i * ow..i * ow + j0].fill(T::zero());
@@ -196,10 +300,10 @@ impl<T: Real> Conv2d<T> {
         }
         for (pl, plane) in dx.chunks_exact_mut(h * w).enumerate() {
             let (gi, ci) = (pl / c, pl % c);
-            for p in 0..k {
-                for q in 0..k {
+            for p in t.p0..t.p0 + t.kp {
+                for q in t.q0..t.q0 + t.kq {
                     let (j0, j1) = self.col_range(q, w, ow);
-                    let r = ci * k * k + p * k + q;
+                    let r = row_of(ci, p, q);
                     let row = &dcols[r * gcols + gi * oh * ow..r * gcols + (gi + 1) * oh * ow];
                     for i in 0..oh {
                         let yy = i * s + p;
@@ -225,18 +329,29 @@ impl<T: Real> Conv2d<T> {
 
     /// Convolves; caches the input.
     pub fn forward(&mut self, x: Array4<T>) -> Array4<T> {
+        let x = super::standard(x);
+        let y = self.forward_uncached(&x);
+        self.x = Some(x);
+        y
+    }
+
+    /// Convolves without caching the input: the caller hands the same input to
+    /// [`Conv2d::backward_with_input`] (a projection shortcut shares its block's input).
+    pub fn forward_uncached(&self, x: &Array4<T>) -> Array4<T> {
         let (n, c, h, w) = x.dim();
         assert_eq!(c, self.weight.value.shape()[1], "conv input channels");
         let (oh, ow) = (self.out_size(h), self.out_size(w));
         let ohw = oh * ow;
         let oc = self.weight.value.shape()[0];
-        let ck2 = c * self.k * self.k;
+        let t = self.taps(h, w);
+        let ck2 = c * t.kp * t.kq;
         let gsz = Self::group_size(n, ohw);
-        let x = super::standard(x);
+        let x = x.as_standard_layout();
         let xs = x.as_slice().expect("standard layout");
         let mut y = Array4::<T>::zeros((n, oc, oh, ow));
-        let wm = self.w2();
-        let this = &*self;
+        let wc = self.weight_on(t);
+        let wm = wc.view();
+        let this = self;
         y.as_slice_mut()
             .expect("fresh array")
             .par_chunks_mut(gsz * oc * ohw)
@@ -249,7 +364,7 @@ impl<T: Real> Conv2d<T> {
                         ArrayView2::from_shape((c, h * w), xg).expect("image")
                     } else {
                         cols.resize(ck2 * g * ohw, T::zero());
-                        this.im2col(xg, g, (c, h, w), cols);
+                        this.im2col(xg, g, (c, h, w), t, cols);
                         ArrayView2::from_shape((ck2, g * ohw), &cols[..]).expect("cols")
                     };
                     if g == 1 {
@@ -270,7 +385,6 @@ impl<T: Real> Conv2d<T> {
                     }
                 },
             );
-        self.x = Some(x);
         y
     }
 
@@ -280,19 +394,31 @@ impl<T: Real> Conv2d<T> {
             .x
             .take()
             .expect("Conv2d::backward called before forward");
+        self.backward_with_input(&x, dy, need_dx)
+    }
+
+    /// [`Conv2d::backward`] after [`Conv2d::forward_uncached`] on `x`.
+    pub fn backward_with_input(
+        &mut self,
+        x: &Array4<T>,
+        dy: &Array4<T>,
+        need_dx: bool,
+    ) -> Option<Array4<T>> {
+        let x = x.as_standard_layout();
         let (n, c, h, w) = x.dim();
         let (_, oc, oh, ow) = dy.dim();
         let ohw = oh * ow;
-        let ck2 = c * self.k * self.k;
+        let t = self.taps(h, w);
+        let ck2 = c * t.kp * t.kq;
         let dy = dy.as_standard_layout();
         let dys = dy.as_slice().expect("standard layout");
         let xs = x.as_slice().expect("cached input is contiguous");
         let train_w = self.weight.trainable;
         let gsz = Self::group_size(n, ohw);
         let n_groups = n.div_ceil(gsz);
-        // Contiguous runs of groups, one per task; partial weight gradients are summed in task
-        // order, so the result does not depend on scheduling.
-        let n_tasks = n_groups.min(2 * rayon::current_num_threads().max(1)).max(1);
+        // Contiguous runs of groups, one per lane; partial weight gradients are summed in lane
+        // order, so the result depends neither on scheduling nor on the number of threads.
+        let n_tasks = n_groups.clamp(1, LANES);
         let per = n_groups.div_ceil(n_tasks) * gsz; // images per task
         let mut dx = need_dx.then(|| Array4::<T>::zeros((n, c, h, w)));
         let mut jobs: Vec<Job<'_, T>> = Vec::new();
@@ -312,7 +438,8 @@ impl<T: Real> Conv2d<T> {
                 (xr, dyr) = (xb, db);
             }
         }
-        let wm = self.w2();
+        let wc = self.weight_on(t);
+        let wm = wc.view();
         let this = &*self;
         let partials: Vec<Option<Array2<T>>> = jobs
             .into_par_iter()
@@ -344,7 +471,7 @@ impl<T: Real> Conv2d<T> {
                             ArrayView2::from_shape((c, h * w), xg).expect("image")
                         } else {
                             cols.resize(ck2 * g * ohw, T::zero());
-                            this.im2col(xg, g, (c, h, w), &mut cols);
+                            this.im2col(xg, g, (c, h, w), t, &mut cols);
                             ArrayView2::from_shape((ck2, g * ohw), &cols[..]).expect("cols")
                         };
                         gemm_seq(T::one(), d, b.t(), true, gw.view_mut());
@@ -361,7 +488,7 @@ impl<T: Real> Conv2d<T> {
                                 ndarray::ArrayViewMut2::from_shape((ck2, g * ohw), &mut dcols[..])
                                     .expect("dcols");
                             gemm_seq(T::one(), wm.t(), d, false, dv);
-                            this.col2im(&mut dcols, g, (c, h, w), dxg);
+                            this.col2im(&mut dcols, g, (c, h, w), t, dxg);
                         }
                     }
                     i0 += g;
@@ -369,7 +496,9 @@ impl<T: Real> Conv2d<T> {
                 gw
             })
             .collect();
+        drop(wc);
         if train_w {
+            let k = self.k;
             let s = self.weight.grad.shape().to_vec();
             let mut gw = self
                 .weight
@@ -377,8 +506,28 @@ impl<T: Real> Conv2d<T> {
                 .view_mut()
                 .into_shape_with_order((s[0], s[1] * s[2] * s[3]))
                 .expect("contiguous grad");
-            for p in partials.into_iter().flatten() {
-                gw += &p;
+            let sum =
+                crate::par::combine_in_order(partials.into_iter().flatten().collect(), |a, b| {
+                    *a += &b;
+                });
+            if let Some(sum) = sum {
+                if t.kp == k && t.kq == k {
+                    gw += &sum;
+                } else {
+                    // scatter the taps back; the other taps' gradient is zero
+                    let gs = gw.as_slice_mut().expect("contiguous grad");
+                    let ss = sum.as_slice().expect("fresh");
+                    for (kernel, part) in
+                        gs.chunks_exact_mut(k * k).zip(ss.chunks_exact(t.kp * t.kq))
+                    {
+                        for (pp, src) in part.chunks_exact(t.kq).enumerate() {
+                            let at = (t.p0 + pp) * k + t.q0;
+                            for (d, &v) in kernel[at..at + t.kq].iter_mut().zip(src) {
+                                *d += v;
+                            }
+                        }
+                    }
+                }
             }
         }
         dx

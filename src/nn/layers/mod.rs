@@ -109,9 +109,11 @@ pub fn join(prefix: &str, name: &str) -> String {
     }
 }
 
-/// $C\leftarrow\alpha AB+\beta C$ with matrixmultiply, split into independent blocks of $C$
-/// over the rayon pool when the product is large (the GEMMs of a network are big enough
-/// that two cores give close to 2×).
+/// $C\leftarrow\alpha AB+\beta C$ through [`gemm_seq`] (faer's kernels), split into independent
+/// blocks of $C$ over the rayon pool when the product is large (the GEMMs of a network are big
+/// enough that two cores give close to 2×). Every entry of $C$ is one dot product over the
+/// whole inner dimension, summed in the same order however $C$ is split, so the result does
+/// not depend on the number of threads.
 pub fn gemm<T: Real>(alpha: T, a: ArrayView2<T>, b: ArrayView2<T>, beta: T, c: ArrayViewMut2<T>) {
     let depth = (rayon::current_num_threads().max(1) as f64).log2().ceil() as u32 + 1;
     gemm_rec(alpha, a, b, beta, c, depth);
@@ -128,7 +130,14 @@ fn gemm_rec<T: Real>(
     let (m, k) = a.dim();
     let n = b.ncols();
     if depth == 0 || m * n * k < (1 << 20) || (m < 16 && n < 16) {
-        general_mat_mul(alpha, &a, &b, beta, &mut c);
+        if beta == T::zero() {
+            gemm_seq(alpha, a, b, false, c);
+        } else {
+            if beta != T::one() {
+                c.mapv_inplace(|v| v * beta);
+            }
+            gemm_seq(alpha, a, b, true, c);
+        }
         return;
     }
     if n >= m {

@@ -3,13 +3,14 @@
 //! `nn.Sequential`.
 
 use crate::error::{Error, Result};
-use crate::nn::layers::{join, BatchNorm, Linear, Module, Relu, TensorMut};
+use crate::nn::layers::{join, BatchNorm, Linear, Module, TensorMut};
 use crate::real::Real;
-use ndarray::{Array2, Array4, Ix2};
+use ndarray::{Array2, Array4};
 use rand::rngs::StdRng;
 
-/// One hidden layer: Linear, BatchNorm1d, ReLU.
-type Hidden<T> = (Linear<T>, BatchNorm<T>, Relu<T, Ix2>);
+/// One hidden layer: Linear, then BatchNorm1d with the ReLU fused into it
+/// ([`BatchNorm::forward_relu`]).
+type Hidden<T> = (Linear<T>, BatchNorm<T>);
 
 /// Multi-layer perceptron with batch norm.
 #[derive(Clone, Debug)]
@@ -24,11 +25,7 @@ impl<T: Real> Mlp<T> {
         let layers = (0..depth)
             .map(|i| {
                 let a = if i == 0 { n_in } else { width };
-                (
-                    Linear::new(a, width, true, rng),
-                    BatchNorm::new(width),
-                    Relu::new(),
-                )
+                (Linear::new(a, width, true, rng), BatchNorm::new(width))
             })
             .collect();
         Mlp { layers, n_in }
@@ -51,24 +48,19 @@ impl<T: Real> Mlp<T> {
             ));
         }
         let mut h = x.into_shape_with_order((n, per)).expect("contiguous batch");
-        for (lin, bn, relu) in &mut self.layers {
-            h = relu.forward(bn.forward(lin.forward(h), train));
+        for (lin, bn) in &mut self.layers {
+            h = bn.forward_relu(lin.forward(h), train);
         }
         Ok(h)
     }
 
     /// Backward from $\partial\ell/\partial h$.
     pub fn backward(&mut self, mut dh: Array2<T>) {
-        let n = self.layers.len();
-        for (i, (lin, bn, relu)) in self.layers.iter_mut().enumerate().rev() {
-            let d = bn.backward(&relu.backward(dh));
+        for (i, (lin, bn)) in self.layers.iter_mut().enumerate().rev() {
+            let d = bn.backward(&dh);
             match lin.backward(&d, i > 0) {
                 Some(dx) => dh = dx,
-                None => {
-                    debug_assert_eq!(i, 0);
-                    let _ = n;
-                    return;
-                }
+                None => return,
             }
         }
     }
@@ -76,7 +68,7 @@ impl<T: Real> Mlp<T> {
 
 impl<T: Real> Module<T> for Mlp<T> {
     fn visit(&mut self, prefix: &str, f: &mut dyn FnMut(&str, TensorMut<'_, T>)) {
-        for (i, (lin, bn, _)) in self.layers.iter_mut().enumerate() {
+        for (i, (lin, bn)) in self.layers.iter_mut().enumerate() {
             lin.visit(&join(prefix, &format!("layers.{}", 3 * i)), f);
             bn.visit(&join(prefix, &format!("layers.{}", 3 * i + 1)), f);
         }

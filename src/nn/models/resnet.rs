@@ -106,24 +106,28 @@ impl<T: Real> Block<T> {
     }
 
     fn forward(&mut self, x: Array4<T>, train: bool) -> Array4<T> {
+        // the projection shortcut reads the block input that conv1 caches (no copy)
         let sc = self
             .down
             .as_mut()
-            .map(|(c, b)| b.forward(c.forward(x.clone()), train));
+            .map(|(c, b)| b.forward(c.forward_uncached(&x), train));
         let h = self.bn1.forward_relu(self.conv1.forward(x), train);
-        let mut h = self.bn2.forward(self.conv2.forward(h), train);
+        let h = self.bn2.forward(self.conv2.forward(h), train);
         // identity shortcut: the block input, as cached by conv1 (no copy)
         let sc = sc.as_ref().or(self.conv1.input()).expect("conv1 input");
-        h.zip_mut_with(sc, |a, &b| *a += b);
-        self.relu2.forward(h)
+        self.relu2.forward_add(h, sc)
     }
 
     fn backward(&mut self, dy: Array4<T>) -> Array4<T> {
         let d = self.relu2.backward(dy);
+        let x = self
+            .conv1
+            .input()
+            .expect("Block::backward called before forward");
         let d_sc = self
             .down
             .as_mut()
-            .map(|(c, b)| c.backward(&b.backward(&d), true).expect("dx"));
+            .map(|(c, b)| c.backward_with_input(x, &b.backward(&d), true).expect("dx"));
         let g = self.bn2.backward(&d);
         let g = self.conv2.backward(&g, true).expect("dx");
         let g = self.bn1.backward(&g);
