@@ -110,22 +110,7 @@ impl DeepUfmConfig {
 
     /// Validates the configuration.
     pub fn build(self) -> Result<DeepUfm> {
-        let k = self.class_sizes.len();
-        if k < 2 {
-            return Err(Error::param(
-                "classes",
-                format!("need at least 2 classes, got {k}"),
-            ));
-        }
-        if k > u32::MAX as usize {
-            return Err(Error::param("classes", "too many classes"));
-        }
-        if let Some(c) = self.class_sizes.iter().position(|&n| n == 0) {
-            return Err(Error::param(
-                "class-sizes",
-                format!("class {c} has no samples; every class needs at least one"),
-            ));
-        }
+        let k = crate::ufm::problem::check_class_sizes(&self.class_sizes)?;
         let n_layers = self.hidden_widths.len() + 1;
         if self.lambda_w.len() != n_layers {
             return Err(Error::param(

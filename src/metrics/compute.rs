@@ -479,6 +479,50 @@ fn rename_stream_error(e: Error, name: &str) -> Error {
     }
 }
 
+/// Checks a classifier `w` ($K\times d$, finite) and bias `b` ($K$, finite, only with `w`).
+pub(crate) fn check_classifier(
+    w: Option<&ArrayView2<f64>>,
+    b: Option<&ArrayView1<f64>>,
+    k: usize,
+    d: usize,
+) -> Result<()> {
+    if let Some(w) = w {
+        if w.dim() != (k, d) {
+            return Err(Error::shape(
+                "classifier W",
+                format!("{k}x{d} (classes x feature dim)"),
+                format!("{}x{}", w.nrows(), w.ncols()),
+            ));
+        }
+        if w.iter().any(|v| !v.is_finite()) {
+            return Err(Error::NonFinite {
+                what: "classifier W".into(),
+            });
+        }
+    }
+    if let Some(b) = b {
+        if w.is_none() {
+            return Err(Error::param(
+                "--bias",
+                "a bias b was given without the classifier W",
+            ));
+        }
+        if b.len() != k {
+            return Err(Error::shape(
+                "bias b",
+                format!("{k} entries (one per class)"),
+                format!("{}", b.len()),
+            ));
+        }
+        if b.iter().any(|v| !v.is_finite()) {
+            return Err(Error::NonFinite {
+                what: "bias b".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Computes the selected metrics (see the [module docs](self)) of the features streamed from
 /// `features` with `labels`, and of the classifier `w` ($K\times d$) and bias `b` ($K$) when
 /// given.
@@ -502,40 +546,7 @@ pub fn compute_metrics(
         return Err(Error::Data(format!("{name} has zero feature columns")));
     }
     let (k, inferred) = resolve_classes(labels, cfg.n_classes)?;
-    if let Some(w) = &w {
-        if w.dim() != (k, d) {
-            return Err(Error::shape(
-                "classifier W",
-                format!("{k}x{d} (classes x feature dim)"),
-                format!("{}x{}", w.nrows(), w.ncols()),
-            ));
-        }
-        if w.iter().any(|v| !v.is_finite()) {
-            return Err(Error::NonFinite {
-                what: "classifier W".into(),
-            });
-        }
-    }
-    if let Some(b) = &b {
-        if w.is_none() {
-            return Err(Error::param(
-                "--bias",
-                "a bias b was given without the classifier W",
-            ));
-        }
-        if b.len() != k {
-            return Err(Error::shape(
-                "bias b",
-                format!("{k} entries (one per class)"),
-                format!("{}", b.len()),
-            ));
-        }
-        if b.iter().any(|v| !v.is_finite()) {
-            return Err(Error::NonFinite {
-                what: "bias b".into(),
-            });
-        }
-    }
+    check_classifier(w.as_ref(), b.as_ref(), k, d)?;
     let mut notes = Vec::new();
     let metrics: Vec<Metric> = match &cfg.metrics {
         Some(ms) => {

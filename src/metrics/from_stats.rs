@@ -42,40 +42,7 @@ pub fn metrics_from_stats(
     if k < 2 {
         return Err(Error::param("--classes", "need at least 2 classes"));
     }
-    if let Some(w) = &w {
-        if w.dim() != (k, d) {
-            return Err(Error::shape(
-                "classifier W",
-                format!("{k}x{d} (classes x feature dim)"),
-                format!("{}x{}", w.nrows(), w.ncols()),
-            ));
-        }
-        if w.iter().any(|v| !v.is_finite()) {
-            return Err(Error::NonFinite {
-                what: "classifier W".into(),
-            });
-        }
-    }
-    if let Some(b) = &b {
-        if w.is_none() {
-            return Err(Error::param(
-                "--bias",
-                "a bias b was given without the classifier W",
-            ));
-        }
-        if b.len() != k {
-            return Err(Error::shape(
-                "bias b",
-                format!("{k} entries (one per class)"),
-                format!("{}", b.len()),
-            ));
-        }
-        if b.iter().any(|v| !v.is_finite()) {
-            return Err(Error::NonFinite {
-                what: "bias b".into(),
-            });
-        }
-    }
+    super::compute::check_classifier(w.as_ref(), b.as_ref(), k, d)?;
     let has_scatter = stats.scatter.is_some();
     let metrics: Vec<Metric> = match &cfg.metrics {
         Some(ms) => {

@@ -103,22 +103,7 @@ impl UfmConfig {
 
     /// Validates the configuration.
     pub fn build(self) -> Result<UfmProblem> {
-        let k = self.class_sizes.len();
-        if k < 2 {
-            return Err(Error::param(
-                "classes",
-                format!("need at least 2 classes, got {k}"),
-            ));
-        }
-        if k > u32::MAX as usize {
-            return Err(Error::param("classes", "too many classes"));
-        }
-        if let Some(c) = self.class_sizes.iter().position(|&n| n == 0) {
-            return Err(Error::param(
-                "class-sizes",
-                format!("class {c} has no samples; every class needs at least one"),
-            ));
-        }
+        let k = check_class_sizes(&self.class_sizes)?;
         if self.feature_dim == 0 {
             return Err(Error::param(
                 "dim",
@@ -431,6 +416,28 @@ impl UfmProblem {
         x.resize(self.n_params, T::zero());
         Ok(x)
     }
+}
+
+/// Checks a list of class sizes (at least 2 classes, at most `u32::MAX`, none empty) and
+/// returns $K$.
+pub(crate) fn check_class_sizes(class_sizes: &[usize]) -> Result<usize> {
+    let k = class_sizes.len();
+    if k < 2 {
+        return Err(Error::param(
+            "classes",
+            format!("need at least 2 classes, got {k}"),
+        ));
+    }
+    if k > u32::MAX as usize {
+        return Err(Error::param("classes", "too many classes"));
+    }
+    if let Some(c) = class_sizes.iter().position(|&n| n == 0) {
+        return Err(Error::param(
+            "class-sizes",
+            format!("class {c} has no samples; every class needs at least one"),
+        ));
+    }
+    Ok(k)
 }
 
 #[cfg(test)]
