@@ -79,19 +79,16 @@ impl UfmProblem {
         }
     }
 
-    /// The summed loss of a block's logits; with `inv_n`, the logits are replaced by
-    /// $\nabla\ell/N$.
-    fn block_loss<T: Real>(&self, first: usize, z: &mut ArrayViewMut2<T>, inv_n: Option<T>) -> f64 {
+    /// The summed loss of a block's logits, which are replaced by $\nabla\ell/N$.
+    fn block_loss_grad<T: Real>(&self, first: usize, z: &mut ArrayViewMut2<T>, inv_n: T) -> f64 {
         let loss = self.loss();
         let labels = &self.labels()[first..first + z.nrows()];
         let mut total = 0.0;
         for (mut row, &y) in z.axis_iter_mut(Axis(0)).zip(labels) {
             let zr = row.as_slice_mut().expect("contiguous logits");
             total += loss.value_grad_inplace(zr, y as usize).to_f64_();
-            if let Some(inv_n) = inv_n {
-                for v in zr.iter_mut() {
-                    *v *= inv_n;
-                }
+            for v in zr.iter_mut() {
+                *v *= inv_n;
             }
         }
         total
@@ -269,7 +266,7 @@ impl UfmProblem {
                                 *dst = qv * inv_n;
                             }
                         }
-                        self.block_loss(first, &mut z, Some(inv_n));
+                        self.block_loss_grad(first, &mut z, inv_n);
                         // out_W += Qᵀ H_b + Gᵀ V_Hb
                         general_mat_mul(T::one(), &dz.t(), &hb, T::one(), &mut acc_w);
                         general_mat_mul(T::one(), &z.t(), &vhb, T::one(), &mut acc_w);
