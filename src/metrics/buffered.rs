@@ -19,12 +19,12 @@ use crate::error::{Error, Result};
 use crate::real::Real;
 use ndarray::ArrayView2;
 
-/// Rows per block: 2048 per thread (the pieces [`ClassStats::push`] splits a batch into), at
-/// most 64 MiB of `f64` rows, at least 256 rows.
+/// Rows per block: [`PACKED_PIECE`](super::stats::PACKED_PIECE) (8192, the piece
+/// [`ClassStats::push`] centres at once), at most 64 MiB of `f64` rows, at least 256 rows. A
+/// function of $d$ only, so that the statistics do not depend on the number of threads.
 pub fn default_block_rows(feature_dim: usize) -> usize {
-    let by_threads = 2048 * rayon::current_num_threads();
     let by_memory = (64 << 20) / (8 * feature_dim.max(1));
-    by_threads.min(by_memory).max(256)
+    super::stats::PACKED_PIECE.min(by_memory).max(256)
 }
 
 /// A [`ClassStats`] accumulator that gathers small batches into blocks (see the

@@ -27,10 +27,16 @@ use ndarray::{Array1, Array2, ArrayView2, Axis};
 use rayon::prelude::*;
 
 pub mod persist;
+pub mod scatter;
 pub use persist::CLASS_STATS_VERSION;
 
 /// Rows per piece in [`ClassStats::push`] with the scatter (each piece is one `syrk`).
 pub const CHUNK: usize = 2048;
+
+/// Rows per piece with the scatter when the packed kernel ([`scatter`]) runs: it splits one
+/// piece across the threads itself, so one lane of long pieces (each piece costs a rank-$K$
+/// correction of the scatter).
+pub const PACKED_PIECE: usize = 8192;
 
 /// Most lanes (partial accumulators) of one [`ClassStats::push`] with the $d\times d$ scatter:
 /// each lane merge costs a rank-$K$ update of the scatter, so few and long lanes.
@@ -46,7 +52,9 @@ const LANE_BUDGET: usize = 256 << 20;
 /// eighth of the batch, at least $16K$ rows (so the $K\times d$ means of a piece cost little
 /// next to its rows) and between 256 and [`CHUNK`]. A function of the shape only.
 fn piece_rows(rows: usize, k: usize, scatter: bool) -> usize {
-    if scatter {
+    if scatter && scatter::available() {
+        PACKED_PIECE
+    } else if scatter {
         CHUNK
     } else {
         rows.div_ceil(8).max(16 * k).clamp(256, CHUNK)
@@ -162,7 +170,9 @@ impl ClassStats {
         let (k, d, sc) = (self.k, self.d, self.scatter.is_some());
         let piece = piece_rows(x.nrows(), k, sc);
         let n_pieces = x.nrows().div_ceil(piece).max(1);
-        let lanes = if sc {
+        let lanes = if sc && scatter::available() {
+            1
+        } else if sc {
             par::lanes_within(SCATTER_LANES, 1, d * d * 8, LANE_BUDGET)
         } else {
             par::lanes_within(MAX_LANES, 1, 2 * k * d * 8, LANE_BUDGET)
@@ -232,6 +242,10 @@ impl ClassStats {
         let mut class_ss = vec![0.0; k];
         match self.scatter.as_mut() {
             Some(s) => {
+                if scatter::add_centred(&mut s.view_mut(), x, labels, means.view(), &mut class_ss) {
+                    self.merge_moments(&counts, &means, &class_ss);
+                    return;
+                }
                 let mut xc = Array2::<f64>::zeros((x.nrows(), d));
                 for ((mut r, row), &y) in xc.outer_iter_mut().zip(x.outer_iter()).zip(labels) {
                     let m = means.row(y as usize);
@@ -377,13 +391,19 @@ pub(crate) fn first_non_finite_row<T: Real>(x: ArrayView2<T>) -> Option<usize> {
 }
 
 /// Lower triangle of $S\mathrel{+}=X^\top X$ (the upper triangle is left untouched): a
-/// symmetric rank-$B$ update (BLAS `syrk`) through faer's triangular matrix product, which
-/// skips the strictly upper blocks and so does half the flops of a full GEMM. Sequential:
-/// callers parallelise across batches.
+/// symmetric rank-$B$ update (BLAS `syrk`), by the packed kernel of [`scatter`] (parallel, the
+/// same bits on any number of threads) where it runs, else through faer's triangular matrix
+/// product (sequential: callers parallelise across batches). Both skip the strictly upper
+/// blocks and so do half the flops of a full GEMM.
 pub(crate) fn syrk_lower(s: &mut Array2<f64>, x: ArrayView2<f64>) {
     use faer::linalg::matmul::triangular::{matmul, BlockStructure};
     use faer_ext::IntoFaer;
     if x.nrows() == 0 {
+        return;
+    }
+    let d = x.ncols();
+    let (zero, labels, mut ss) = (Array2::zeros((1, d)), vec![0u32; x.nrows()], [0.0]);
+    if scatter::add_centred(&mut s.view_mut(), x, &labels, zero.view(), &mut ss) {
         return;
     }
     let xf = x.into_faer();
