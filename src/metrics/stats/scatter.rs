@@ -69,40 +69,40 @@ pub fn add_centred<T: Real>(
     // Panels past the last are zero, so that every tile reads three real or zero panels.
     let padded = n_panels.div_ceil(TJ) * TJ;
     let mut packed = vec![Line::default(); padded * KC];
-    let mut row_ss = vec![0.0f64; KC * n_panels];
     let s = s.as_slice_mut().expect("checked above");
     for (xb, lb) in x
         .axis_chunks_iter(ndarray::Axis(0), KC)
         .zip(labels.chunks(KC))
     {
         let kb = lb.len();
-        // Centre and pack, one task per panel; each also returns its 8 columns' share of every
-        // row's sum of squares.
-        packed[..n_panels * KC]
-            .par_chunks_mut(KC)
-            .zip(row_ss.par_chunks_mut(KC))
-            .enumerate()
-            .for_each(|(p, (panel, ss))| {
-                let c0 = p * W;
-                let width = W.min(d - c0);
-                for (r, (line, &y)) in panel.iter_mut().zip(lb).enumerate() {
-                    let row = xb.row(r);
-                    let mu = means.row(y as usize);
-                    let mut acc = 0.0;
-                    for q in 0..width {
-                        let v = row[c0 + q].to_f64_() - mu[c0 + q];
-                        line.0[q] = v;
-                        acc += v * v;
-                    }
-                    ss[r] = acc;
-                }
-            });
+        // Centre and pack row by row (contiguous reads, whole 64-byte lines written); each
+        // row's sum of squares is summed in 8 lanes (one per panel column), then the lanes in
+        // order. Sequential: it is O(kb·d) against the tiles' O(kb·d²/2).
+        let mut buf = vec![0.0f64; n_panels * W];
         for (r, &y) in lb.iter().enumerate() {
-            let mut acc = 0.0;
-            for p in 0..n_panels {
-                acc += row_ss[p * KC + r];
+            let row = xb.row(r);
+            let mu = means.row(y as usize);
+            match (row.as_slice(), mu.as_slice()) {
+                (Some(xr), Some(m)) => {
+                    for ((b, &v), &c) in buf.iter_mut().zip(xr).zip(m) {
+                        *b = v.to_f64_() - c;
+                    }
+                }
+                _ => {
+                    for ((b, &v), &c) in buf.iter_mut().zip(row.iter()).zip(mu.iter()) {
+                        *b = v.to_f64_() - c;
+                    }
+                }
             }
-            class_ss[y as usize] += acc;
+            let mut lanes = [0.0f64; W];
+            for (p, chunk) in buf.chunks_exact(W).enumerate() {
+                let line = &mut packed[p * KC + r].0;
+                for q in 0..W {
+                    line[q] = chunk[q];
+                    lanes[q] += chunk[q] * chunk[q];
+                }
+            }
+            class_ss[y as usize] += lanes.iter().sum::<f64>();
         }
         let packed = &packed[..];
         s.par_chunks_mut(W * d)
