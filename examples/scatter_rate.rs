@@ -9,7 +9,7 @@
 use ndarray::Array2;
 use std::time::Instant;
 use ufm::metrics::stats::scatter;
-use ufm::metrics::ClassStats;
+use ufm::metrics::{BufferedStats, ClassStats};
 
 fn best<F: FnMut()>(reps: usize, mut f: F) -> f64 {
     (0..reps)
@@ -81,6 +81,26 @@ fn main() {
     });
     println!(
         "ClassStats::push rows={n} d={d} K={k}: {:.4} s  {:.1} GFLOP/s (scatter flops only)",
+        t,
+        flops / t * 1e-9
+    );
+    let batch = std::env::var("BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(128)
+        .min(n);
+    let t = best(reps, || {
+        let mut buf = BufferedStats::new(ClassStats::new(k, d));
+        for (xb, lb) in x
+            .axis_chunks_iter(ndarray::Axis(0), batch)
+            .zip(labels.chunks(batch))
+        {
+            buf.push(xb, lb).unwrap();
+        }
+        buf.flush().unwrap();
+    });
+    println!(
+        "BufferedStats, batches of {batch}: {:.4} s  {:.1} GFLOP/s (scatter flops only)",
         t,
         flops / t * 1e-9
     );

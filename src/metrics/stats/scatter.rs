@@ -25,6 +25,8 @@ use rayon::prelude::*;
 pub const KC: usize = 1024;
 /// Columns per panel (one 512-bit vector of `f64`).
 const W: usize = 8;
+/// Panels per packing task.
+const GROUP: usize = 8;
 /// Panels per tile along the columns of $S$ (a tile is $8\times 24$).
 const TJ: usize = 3;
 
@@ -69,40 +71,70 @@ pub fn add_centred<T: Real>(
     // Panels past the last are zero, so that every tile reads three real or zero panels.
     let padded = n_panels.div_ceil(TJ) * TJ;
     let mut packed = vec![Line::default(); padded * KC];
+    let n_groups = n_panels.div_ceil(GROUP);
+    let mut group_ss = vec![0.0f64; n_groups * KC];
     let s = s.as_slice_mut().expect("checked above");
     for (xb, lb) in x
         .axis_chunks_iter(ndarray::Axis(0), KC)
         .zip(labels.chunks(KC))
     {
         let kb = lb.len();
-        // Centre and pack row by row (contiguous reads, whole 64-byte lines written); each
-        // row's sum of squares is summed in 8 lanes (one per panel column), then the lanes in
-        // order. Sequential: it is O(kb·d) against the tiles' O(kb·d²/2).
-        let mut buf = vec![0.0f64; n_panels * W];
+        // Centre and pack, in parallel over groups of GROUP panels (each task reads its
+        // columns of every row, contiguous, and writes its own panels); each task also sums its
+        // columns' share of every row's squares in 8 lanes, and the groups' shares are added
+        // in group order: a function of d only, like everything else here.
+        packed[..n_panels * KC]
+            .par_chunks_mut(GROUP * KC)
+            .zip(group_ss.par_chunks_mut(KC))
+            .enumerate()
+            .for_each(|(g, (panels, ss))| {
+                let c0 = g * GROUP * W;
+                let c1 = (c0 + GROUP * W).min(d);
+                for (r, &y) in lb.iter().enumerate() {
+                    let row = xb.row(r);
+                    let mu = means.row(y as usize);
+                    let mut lanes = [0.0f64; W];
+                    // Column q (absolute) of row r, outside whole 8-column chunks.
+                    let put = |q: usize, v: f64, panels: &mut [Line], lanes: &mut [f64; W]| {
+                        let c = q - c0;
+                        panels[(c / W) * KC + r].0[c % W] = v;
+                        lanes[c % W] += v * v;
+                    };
+                    match (row.as_slice(), mu.as_slice()) {
+                        (Some(xr), Some(m)) => {
+                            let (xr, m) = (&xr[c0..c1], &m[c0..c1]);
+                            let mut xs = xr.chunks_exact(W);
+                            let mut ms = m.chunks_exact(W);
+                            for (p, (xc, mc)) in (&mut xs).zip(&mut ms).enumerate() {
+                                let line = &mut panels[p * KC + r].0;
+                                for q in 0..W {
+                                    let v = xc[q].to_f64_() - mc[q];
+                                    line[q] = v;
+                                    lanes[q] += v * v;
+                                }
+                            }
+                            let done = c0 + (c1 - c0) / W * W;
+                            for (i, (&v, &c)) in
+                                xs.remainder().iter().zip(ms.remainder()).enumerate()
+                            {
+                                put(done + i, v.to_f64_() - c, panels, &mut lanes);
+                            }
+                        }
+                        _ => {
+                            for q in c0..c1 {
+                                put(q, row[q].to_f64_() - mu[q], panels, &mut lanes);
+                            }
+                        }
+                    }
+                    ss[r] = lanes.iter().sum::<f64>();
+                }
+            });
         for (r, &y) in lb.iter().enumerate() {
-            let row = xb.row(r);
-            let mu = means.row(y as usize);
-            match (row.as_slice(), mu.as_slice()) {
-                (Some(xr), Some(m)) => {
-                    for ((b, &v), &c) in buf.iter_mut().zip(xr).zip(m) {
-                        *b = v.to_f64_() - c;
-                    }
-                }
-                _ => {
-                    for ((b, &v), &c) in buf.iter_mut().zip(row.iter()).zip(mu.iter()) {
-                        *b = v.to_f64_() - c;
-                    }
-                }
+            let mut acc = 0.0;
+            for g in 0..n_groups {
+                acc += group_ss[g * KC + r];
             }
-            let mut lanes = [0.0f64; W];
-            for (p, chunk) in buf.chunks_exact(W).enumerate() {
-                let line = &mut packed[p * KC + r].0;
-                for q in 0..W {
-                    line[q] = chunk[q];
-                    lanes[q] += chunk[q] * chunk[q];
-                }
-            }
-            class_ss[y as usize] += lanes.iter().sum::<f64>();
+            class_ss[y as usize] += acc;
         }
         let packed = &packed[..];
         s.par_chunks_mut(W * d)
