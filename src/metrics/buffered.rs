@@ -19,11 +19,13 @@ use crate::error::{Error, Result};
 use crate::real::Real;
 use ndarray::ArrayView2;
 
-/// Rows per block: [`PACKED_PIECE`](super::stats::PACKED_PIECE) (8192, the piece
-/// [`ClassStats::push`] centres at once), at most 64 MiB of `f64` rows, at least 256 rows. A
-/// function of $d$ only, so that the statistics do not depend on the number of threads.
+/// Rows per block: at most [`PACKED_PIECE`](super::stats::PACKED_PIECE) (8192, the piece
+/// [`ClassStats::push`] centres at once) and 16 MiB of `f64` rows, at least 256 rows (4096 rows
+/// at $d=512$, 2048 at $d=1024$). A function of $d$ only, so that the statistics do not depend
+/// on the number of threads. The cap keeps the first filling of the buffer, page faults
+/// included, cheap next to the summaries.
 pub fn default_block_rows(feature_dim: usize) -> usize {
-    let by_memory = (64 << 20) / (8 * feature_dim.max(1));
+    let by_memory = (16 << 20) / (8 * feature_dim.max(1));
     super::stats::PACKED_PIECE.min(by_memory).max(256)
 }
 
@@ -124,7 +126,10 @@ impl BufferedStats {
         }
         self.rows.reserve(self.block_rows * d - self.rows.len());
         for r in x.outer_iter() {
-            self.rows.extend(r.iter().map(|v| v.to_f64_()));
+            match r.as_slice() {
+                Some(r) => self.rows.extend(r.iter().map(|v| v.to_f64_())),
+                None => self.rows.extend(r.iter().map(|v| v.to_f64_())),
+            }
         }
         self.labels.extend_from_slice(labels);
         if self.labels.len() == self.block_rows {

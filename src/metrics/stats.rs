@@ -219,17 +219,21 @@ impl ClassStats {
     /// triangle only), then the Chan et al. correction.
     fn absorb<T: Real>(&mut self, x: ArrayView2<T>, labels: &[u32]) {
         let (k, d) = (self.k, self.d);
-        let mut counts = vec![0u64; k];
-        let mut means = Array2::<f64>::zeros((k, d));
-        match (x.as_slice(), means.as_slice_mut()) {
-            (Some(rows), Some(sums)) => kernels::class_sums(rows, d, labels, sums, &mut counts),
-            _ => {
-                for (row, &y) in x.outer_iter().zip(labels) {
-                    let y = y as usize;
-                    counts[y] += 1;
-                    let mut m = means.row_mut(y);
-                    for (a, &v) in m.iter_mut().zip(row.iter()) {
-                        *a += v.to_f64_();
+        let (mut counts, mut means) = (vec![0u64; k], Array2::<f64>::zeros((k, d)));
+        if self.scatter.is_some() && scatter::available() {
+            // Summed in parallel by columns: the same bits as the loop below.
+            (counts, means) = scatter::class_sums(x, labels, k);
+        } else {
+            match (x.as_slice(), means.as_slice_mut()) {
+                (Some(rows), Some(sums)) => kernels::class_sums(rows, d, labels, sums, &mut counts),
+                _ => {
+                    for (row, &y) in x.outer_iter().zip(labels) {
+                        let y = y as usize;
+                        counts[y] += 1;
+                        let mut m = means.row_mut(y);
+                        for (a, &v) in m.iter_mut().zip(row.iter()) {
+                            *a += v.to_f64_();
+                        }
                     }
                 }
             }

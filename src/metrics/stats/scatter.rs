@@ -18,7 +18,7 @@
 //! runs on CPUs without AVX-512; see [`available`]).
 
 use crate::real::Real;
-use ndarray::{ArrayView2, ArrayViewMut2};
+use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
 /// Rows per packed block.
@@ -142,6 +142,53 @@ pub fn add_centred<T: Real>(
             .for_each(|(band, rows)| band_update(rows, band, d, packed, kb));
     }
     true
+}
+
+/// Per-class counts and sums $\sum_{y_r=k}x_r$ (`f64`, $K\times d$), in parallel over groups of
+/// 64 columns: each column is summed in row order, so the result is the same bits as a
+/// sequential loop on any number of threads.
+pub fn class_sums<T: Real>(x: ArrayView2<T>, labels: &[u32], k: usize) -> (Vec<u64>, Array2<f64>) {
+    const COLS: usize = 64;
+    let d = x.ncols();
+    let mut counts = vec![0u64; k];
+    for &y in labels {
+        counts[y as usize] += 1;
+    }
+    let groups: Vec<Vec<f64>> = (0..d.div_ceil(COLS))
+        .into_par_iter()
+        .map(|g| {
+            let (c0, c1) = (g * COLS, ((g + 1) * COLS).min(d));
+            let w = c1 - c0;
+            let mut local = vec![0.0f64; k * w];
+            for (row, &y) in x.outer_iter().zip(labels) {
+                let dst = &mut local[y as usize * w..(y as usize + 1) * w];
+                match row.as_slice() {
+                    Some(r) => {
+                        for (a, &v) in dst.iter_mut().zip(&r[c0..c1]) {
+                            *a += v.to_f64_();
+                        }
+                    }
+                    None => {
+                        for (j, a) in dst.iter_mut().enumerate() {
+                            *a += row[c0 + j].to_f64_();
+                        }
+                    }
+                }
+            }
+            local
+        })
+        .collect();
+    let mut sums = Array2::<f64>::zeros((k, d));
+    for (g, local) in groups.iter().enumerate() {
+        let c0 = g * COLS;
+        let w = local.len() / k.max(1);
+        for c in 0..k {
+            sums.row_mut(c)
+                .slice_mut(ndarray::s![c0..c0 + w])
+                .assign(&ndarray::ArrayView1::from(&local[c * w..(c + 1) * w]));
+        }
+    }
+    (counts, sums)
 }
 
 /// Adds the tiles of band `band` (rows $8b..8b+8$ of $S$, given as `rows`) from one packed
