@@ -13,6 +13,7 @@
 //! is an error that leaves the statistics as they were; batches of at least a block go straight
 //! to [`ClassStats::push`] without a copy.
 
+use super::kernels;
 use super::stats::first_non_finite_row;
 use super::ClassStats;
 use crate::error::{Error, Result};
@@ -116,20 +117,33 @@ impl BufferedStats {
                 "label {y} at row {i} is outside 0..{k} (K = {k})"
             )));
         }
-        if let Some(i) = first_non_finite_row(x) {
-            return Err(Error::NonFinite {
-                what: format!("feature row {i}"),
-            });
-        }
         if self.labels.len() + x.nrows() > self.block_rows {
+            // Summarising what is pending changes no statistic, even if this batch is bad.
             self.flush()?;
         }
         self.rows.reserve(self.block_rows * d - self.rows.len());
-        for r in x.outer_iter() {
-            match r.as_slice() {
-                Some(r) => self.rows.extend(r.iter().map(|v| v.to_f64_())),
-                None => self.rows.extend(r.iter().map(|v| v.to_f64_())),
-            }
+        // Copied as f64 and screened for NaN/infinity in one pass; a bad batch is taken out
+        // again and located by the slower scan.
+        let start = self.rows.len();
+        self.rows.resize(start + x.nrows() * d, 0.0);
+        let mut finite = true;
+        for (r, dst) in x.outer_iter().zip(self.rows[start..].chunks_exact_mut(d)) {
+            finite &= match r.as_slice() {
+                Some(r) => kernels::widen_finite(r, dst),
+                None => {
+                    for (a, &v) in dst.iter_mut().zip(r.iter()) {
+                        *a = v.to_f64_();
+                    }
+                    dst.iter().all(|v| v.is_finite())
+                }
+            };
+        }
+        if !finite {
+            self.rows.truncate(start);
+            let i = first_non_finite_row(x).unwrap_or(0);
+            return Err(Error::NonFinite {
+                what: format!("feature row {i}"),
+            });
         }
         self.labels.extend_from_slice(labels);
         if self.labels.len() == self.block_rows {

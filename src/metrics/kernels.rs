@@ -8,7 +8,8 @@
 //! * [`class_sums`]: $s_{y_i}\mathrel{+}=h_i$, $n_{y_i}\mathrel{+}=1$ in `f64` (the class means
 //!   of a batch);
 //! * [`sq_dev`]: $\sum_j(h_j-\mu_j)^2$ with eight independent accumulators;
-//! * [`centre_rows`]: $h_i-\mu_{y_i}$ in `f64` into a caller's buffer (the second pass).
+//! * [`centre_rows`]: $h_i-\mu_{y_i}$ in `f64` into a caller's buffer (the second pass);
+//! * [`widen_finite`]: a copy into `f64` that also screens for NaN and infinities.
 
 use crate::real::Real;
 
@@ -113,6 +114,31 @@ fn centre_rows_body<T: Real>(rows: &[T], d: usize, labels: &[u32], means: &[f64]
             *o = v.to_f64_() - mu;
         }
     }
+}
+
+dispatched! {
+    /// Copies `src` into `dst` (same length) as `f64` and says whether every value is finite
+    /// ($\sum 0\cdot v$ in eight lanes is NaN exactly when some $v$ is NaN or infinite).
+    fn widen_finite<T>(src: &[T], dst: &mut [f64]) -> bool = widen_finite_body;
+}
+
+#[inline(always)]
+fn widen_finite_body<T: Real>(src: &[T], dst: &mut [f64]) -> bool {
+    let mut acc = [0.0f64; 8];
+    let (sc, dc) = (src.chunks_exact(8), dst.chunks_exact_mut(8));
+    let (sr, mut ok) = (sc.remainder(), true);
+    for (a, b) in sc.zip(dc) {
+        for j in 0..8 {
+            b[j] = a[j].to_f64_();
+            acc[j] += b[j] * 0.0;
+        }
+    }
+    let tail = src.len() - sr.len();
+    for (i, &v) in sr.iter().enumerate() {
+        dst[tail + i] = v.to_f64_();
+        ok &= dst[tail + i].is_finite();
+    }
+    ok && acc.iter().all(|v| *v == 0.0)
 }
 
 #[cfg(test)]

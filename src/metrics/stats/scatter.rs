@@ -88,46 +88,8 @@ pub fn add_centred<T: Real>(
             .zip(group_ss.par_chunks_mut(KC))
             .enumerate()
             .for_each(|(g, (panels, ss))| {
-                let c0 = g * GROUP * W;
-                let c1 = (c0 + GROUP * W).min(d);
-                for (r, &y) in lb.iter().enumerate() {
-                    let row = xb.row(r);
-                    let mu = means.row(y as usize);
-                    let mut lanes = [0.0f64; W];
-                    // Column q (absolute) of row r, outside whole 8-column chunks.
-                    let put = |q: usize, v: f64, panels: &mut [Line], lanes: &mut [f64; W]| {
-                        let c = q - c0;
-                        panels[(c / W) * KC + r].0[c % W] = v;
-                        lanes[c % W] += v * v;
-                    };
-                    match (row.as_slice(), mu.as_slice()) {
-                        (Some(xr), Some(m)) => {
-                            let (xr, m) = (&xr[c0..c1], &m[c0..c1]);
-                            let mut xs = xr.chunks_exact(W);
-                            let mut ms = m.chunks_exact(W);
-                            for (p, (xc, mc)) in (&mut xs).zip(&mut ms).enumerate() {
-                                let line = &mut panels[p * KC + r].0;
-                                for q in 0..W {
-                                    let v = xc[q].to_f64_() - mc[q];
-                                    line[q] = v;
-                                    lanes[q] += v * v;
-                                }
-                            }
-                            let done = c0 + (c1 - c0) / W * W;
-                            for (i, (&v, &c)) in
-                                xs.remainder().iter().zip(ms.remainder()).enumerate()
-                            {
-                                put(done + i, v.to_f64_() - c, panels, &mut lanes);
-                            }
-                        }
-                        _ => {
-                            for q in c0..c1 {
-                                put(q, row[q].to_f64_() - mu[q], panels, &mut lanes);
-                            }
-                        }
-                    }
-                    ss[r] = lanes.iter().sum::<f64>();
-                }
+                // SAFETY: this path runs only when `available()` found AVX-512F.
+                unsafe { pack_group_avx512(panels, ss, g, xb, lb, means) }
             });
         for (r, &y) in lb.iter().enumerate() {
             let mut acc = 0.0;
@@ -144,9 +106,110 @@ pub fn add_centred<T: Real>(
     true
 }
 
+/// [`pack_group`] compiled for AVX-512 (the same IEEE operations, so the same bits, only wider).
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
+unsafe fn pack_group_avx512<T: Real>(
+    panels: &mut [Line],
+    ss: &mut [f64],
+    g: usize,
+    xb: ArrayView2<T>,
+    lb: &[u32],
+    means: ArrayView2<f64>,
+) {
+    pack_group(panels, ss, g, xb, lb, means)
+}
+
+/// Centres and packs the columns of group `g` (panels $8g'..$, [`GROUP`] of them) of the rows
+/// `xb`, writing each row's share of its sum of squares to `ss[r]` (8 lanes, then added).
+#[inline(always)]
+fn pack_group<T: Real>(
+    panels: &mut [Line],
+    ss: &mut [f64],
+    g: usize,
+    xb: ArrayView2<T>,
+    lb: &[u32],
+    means: ArrayView2<f64>,
+) {
+    let d = xb.ncols();
+    let c0 = g * GROUP * W;
+    let c1 = (c0 + GROUP * W).min(d);
+    for (r, &y) in lb.iter().enumerate() {
+        let row = xb.row(r);
+        let mu = means.row(y as usize);
+        let mut lanes = [0.0f64; W];
+        // Column q (absolute) of row r, outside whole 8-column chunks.
+        let put = |q: usize, v: f64, panels: &mut [Line], lanes: &mut [f64; W]| {
+            let c = q - c0;
+            panels[(c / W) * KC + r].0[c % W] = v;
+            lanes[c % W] += v * v;
+        };
+        match (row.as_slice(), mu.as_slice()) {
+            (Some(xr), Some(m)) => {
+                let (xr, m) = (&xr[c0..c1], &m[c0..c1]);
+                let mut xs = xr.chunks_exact(W);
+                let mut ms = m.chunks_exact(W);
+                for (p, (xc, mc)) in (&mut xs).zip(&mut ms).enumerate() {
+                    let line = &mut panels[p * KC + r].0;
+                    for q in 0..W {
+                        let v = xc[q].to_f64_() - mc[q];
+                        line[q] = v;
+                        lanes[q] += v * v;
+                    }
+                }
+                let done = c0 + (c1 - c0) / W * W;
+                for (i, (&v, &c)) in xs.remainder().iter().zip(ms.remainder()).enumerate() {
+                    put(done + i, v.to_f64_() - c, panels, &mut lanes);
+                }
+            }
+            _ => {
+                for q in c0..c1 {
+                    put(q, row[q].to_f64_() - mu[q], panels, &mut lanes);
+                }
+            }
+        }
+        ss[r] = lanes.iter().sum::<f64>();
+    }
+}
+
+/// The sums of columns `c0..c1` per class, as a $K\times(c_1-c_0)$ row-major vector; compiled
+/// for AVX-512 (the same additions in the same order as a plain loop).
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
+unsafe fn column_group_sums<T: Real>(
+    x: ArrayView2<T>,
+    labels: &[u32],
+    k: usize,
+    c0: usize,
+    c1: usize,
+) -> Vec<f64> {
+    let w = c1 - c0;
+    let mut local = vec![0.0f64; k * w];
+    for (row, &y) in x.outer_iter().zip(labels) {
+        let dst = &mut local[y as usize * w..(y as usize + 1) * w];
+        match row.as_slice() {
+            Some(r) => {
+                for (a, &v) in dst.iter_mut().zip(&r[c0..c1]) {
+                    *a += v.to_f64_();
+                }
+            }
+            None => {
+                for (j, a) in dst.iter_mut().enumerate() {
+                    *a += row[c0 + j].to_f64_();
+                }
+            }
+        }
+    }
+    local
+}
+
 /// Per-class counts and sums $\sum_{y_r=k}x_r$ (`f64`, $K\times d$), in parallel over groups of
 /// 64 columns: each column is summed in row order, so the result is the same bits as a
-/// sequential loop on any number of threads.
+/// sequential loop on any number of threads. Only where [`available`] (compiled for AVX-512).
 pub fn class_sums<T: Real>(x: ArrayView2<T>, labels: &[u32], k: usize) -> (Vec<u64>, Array2<f64>) {
     const COLS: usize = 64;
     let d = x.ncols();
@@ -158,24 +221,8 @@ pub fn class_sums<T: Real>(x: ArrayView2<T>, labels: &[u32], k: usize) -> (Vec<u
         .into_par_iter()
         .map(|g| {
             let (c0, c1) = (g * COLS, ((g + 1) * COLS).min(d));
-            let w = c1 - c0;
-            let mut local = vec![0.0f64; k * w];
-            for (row, &y) in x.outer_iter().zip(labels) {
-                let dst = &mut local[y as usize * w..(y as usize + 1) * w];
-                match row.as_slice() {
-                    Some(r) => {
-                        for (a, &v) in dst.iter_mut().zip(&r[c0..c1]) {
-                            *a += v.to_f64_();
-                        }
-                    }
-                    None => {
-                        for (j, a) in dst.iter_mut().enumerate() {
-                            *a += row[c0 + j].to_f64_();
-                        }
-                    }
-                }
-            }
-            local
+            // SAFETY: callers use this only where `available()` found AVX-512F.
+            unsafe { column_group_sums(x, labels, k, c0, c1) }
         })
         .collect();
     let mut sums = Array2::<f64>::zeros((k, d));
