@@ -22,6 +22,12 @@ statistics; the time is the whole stream plus that final step. Implementations:
   torch-1pass, torch-2pass, torch-2pass-f32   the same in torch (index_add_, addmm_), if torch
                  imports.
 
+Before each timed run the script sleeps --gap seconds (0.3 by default): OpenBLAS's worker
+threads keep spinning for about 2^28 cycles (~0.1 s) after a BLAS call and OpenMP's for a
+while too, and on a 2-vCPU machine a spinning thread left by the previous implementation takes
+half of the next one's CPU. Without the gap, whichever implementation follows NumPy or torch
+pays for their idle threads (`--gap 0` shows it).
+
 All finalisations use the K x K route for NC1 (tr(G^+^2 P), no d x d pseudo-inverse), so the
 comparison is about the accumulation. Implementations alternate within each repetition (the
 machine is shared, timings are noisy) and the median over repetitions is reported, with the
@@ -43,6 +49,9 @@ def parse():
                    help="comma-separated d x K x batch x N")
     p.add_argument("--offset", type=float, default=0.0, help="add this to every feature")
     p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--gap", type=float, default=0.3,
+                   help="seconds of sleep before each timed run (default 0.3), so that the "
+                        "previous implementation's idle worker threads have stopped spinning")
     return p.parse_args()
 
 
@@ -259,6 +268,7 @@ def bench(d, k, bsz, n):
     for rep in range(ARGS.reps + 1):  # the first round warms up and is not timed
         order = names[rep % len(names):] + names[: rep % len(names)]
         for name in order:
+            time.sleep(ARGS.gap)
             t0 = time.perf_counter()
             results[name] = impls[name]()
             dt = time.perf_counter() - t0
