@@ -80,7 +80,11 @@ pub trait Module<T: Real> {
     fn zero_grad(&mut self) {
         self.visit("", &mut |_, t| {
             if let TensorMut::Param(p) = t {
-                p.grad.fill(T::zero());
+                // One memset over contiguous storage (ndarray's `fill` goes element by element).
+                match p.grad.as_slice_memory_order_mut() {
+                    Some(s) => s.fill(T::zero()),
+                    None => p.grad.fill(T::zero()),
+                }
             }
         });
     }
