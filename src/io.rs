@@ -227,12 +227,31 @@ impl DirLock {
         {
             use std::io::{Read, Seek};
             use std::os::unix::io::AsRawFd;
-            // SAFETY: a valid open descriptor; LOCK_NB makes the call return at once.
-            let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-            if r != 0 {
+            // A lock last taken by this very process can still be held for a moment after
+            // it was dropped: a child being spawned by another thread inherits the open
+            // descriptor between fork and exec. Such a lock is retried for up to 2 s; one held
+            // by another process fails at once.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            let (r, err) = loop {
+                // SAFETY: a valid open descriptor; LOCK_NB makes the call return at once.
+                let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
                 let err = std::io::Error::last_os_error();
+                let busy = r != 0 && err.raw_os_error() == Some(libc::EWOULDBLOCK);
+                if !busy || std::time::Instant::now() >= deadline {
+                    break (r, err);
+                }
+                let mut s = String::new();
+                let _ = f.seek(std::io::SeekFrom::Start(0));
+                let _ = f.read_to_string(&mut s);
+                if s.trim().parse::<u32>().ok() != Some(std::process::id()) {
+                    break (r, err);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            };
+            if r != 0 {
                 if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
                     let mut s = String::new();
+                    let _ = f.seek(std::io::SeekFrom::Start(0));
                     let _ = f.read_to_string(&mut s);
                     let who = s
                         .trim()
@@ -474,6 +493,30 @@ mod tests {
     /// A second lock on a locked directory fails at once with the holder's pid and the hint;
     /// after the first is dropped the directory can be locked again.
     #[cfg(unix)]
+    /// Dropping a lock and taking it again in the same process succeeds even while other
+    /// threads spawn child processes, which inherit the lock's descriptor between fork and
+    /// exec (a `cargo test` race seen once in `nn_train`).
+    #[cfg(unix)]
+    #[test]
+    fn dir_lock_can_be_retaken_while_other_threads_spawn_processes() {
+        let dir = tempfile::tempdir().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let spawner = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = std::process::Command::new("true").status();
+                }
+            })
+        };
+        for _ in 0..300 {
+            let lock = DirLock::acquire(dir.path(), "`test`", "try later").unwrap();
+            drop(lock);
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        spawner.join().unwrap();
+    }
+
     #[test]
     fn dir_lock_is_exclusive_until_dropped() {
         let dir = tempfile::tempdir().unwrap();

@@ -84,13 +84,7 @@ fn channel_sums<T: Real, G: Fn(T, T) -> (f64, f64)>(
     let per_image: Vec<Vec<(f64, f64)>> = xs
         .par_chunks(c * l)
         .zip(ds.par_chunks(c * l))
-        .map(|(xi, di)| {
-            xi.chunks(l)
-                .zip(di.chunks(l))
-                .enumerate()
-                .map(|(ci, (xp, dp))| sum2_f64(xp, dp, f(ci)))
-                .collect()
-        })
+        .map(|(xi, di)| image_sums(xi, di, l, &f))
         .collect();
     let mut tot = vec![(0.0, 0.0); c];
     for img in &per_image {
@@ -114,22 +108,66 @@ fn per_image<T: Real, G: Fn(T, T) -> T>(
     let per = (c * l).max(1);
     out.par_chunks_mut(per)
         .zip(xs.par_chunks(per).zip(ds.par_chunks(per)))
-        .for_each(|(oi, (xi, di))| {
-            for (ci, (op, (xp, dp))) in oi
-                .chunks_mut(l)
-                .zip(xi.chunks(l).zip(di.chunks(l)))
-                .enumerate()
-            {
-                let g = f(ci);
-                for (o, (&v, &d)) in op.iter_mut().zip(xp.iter().zip(dp)) {
-                    *o = g(v, d);
-                }
-            }
-        });
+        .for_each(|(oi, (xi, di))| image_map(oi, xi, di, l, &f));
+}
+
+wide_fn!(
+    /// [`channel_sums`] of one image (`C × L`), on the CPU's widest vectors.
+    fn image_sums[T: Real, G: Fn(T, T) -> (f64, f64), F: Fn(usize) -> G]<T, G, F>(
+        xi: &[T],
+        di: &[T],
+        l: usize,
+        f: &F,
+    ) -> Vec<(f64, f64)> = image_sums_body
+);
+
+#[inline(always)]
+fn image_sums_body<T: Real, G: Fn(T, T) -> (f64, f64), F: Fn(usize) -> G>(
+    xi: &[T],
+    di: &[T],
+    l: usize,
+    f: &F,
+) -> Vec<(f64, f64)> {
+    xi.chunks(l)
+        .zip(di.chunks(l))
+        .enumerate()
+        .map(|(ci, (xp, dp))| sum2_f64(xp, dp, f(ci)))
+        .collect()
+}
+
+wide_fn!(
+    /// [`per_image`] of one image (`C × L`), on the CPU's widest vectors.
+    fn image_map[T: Real, G: Fn(T, T) -> T, F: Fn(usize) -> G]<T, G, F>(
+        oi: &mut [T],
+        xi: &[T],
+        di: &[T],
+        l: usize,
+        f: &F,
+    ) -> () = image_map_body
+);
+
+#[inline(always)]
+fn image_map_body<T: Real, G: Fn(T, T) -> T, F: Fn(usize) -> G>(
+    oi: &mut [T],
+    xi: &[T],
+    di: &[T],
+    l: usize,
+    f: &F,
+) {
+    for (ci, (op, (xp, dp))) in oi
+        .chunks_mut(l)
+        .zip(xi.chunks(l).zip(di.chunks(l)))
+        .enumerate()
+    {
+        let g = f(ci);
+        for (o, (&v, &d)) in op.iter_mut().zip(xp.iter().zip(dp)) {
+            *o = g(v, d);
+        }
+    }
 }
 
 /// $\sum_i$ of the two terms of `f(x_i, d_i)` in f64, eight lanes each (vectorises).
-#[inline]
+#[inline(always)]
 fn sum2_f64<T: Real>(xs: &[T], ds: &[T], f: impl Fn(T, T) -> (f64, f64)) -> (f64, f64) {
     let (mut a8, mut b8) = ([0.0f64; 8], [0.0f64; 8]);
     let (xc, dc) = (xs.chunks_exact(8), ds.chunks_exact(8));
@@ -347,50 +385,16 @@ struct RowsBn<'a, T> {
     b: &'a [T],
 }
 
-/// `fn $name<T, consts..>(args) -> ret` calling `$body::<T, consts..>(args)` compiled for
-/// AVX-512F, else AVX2 + FMA, else the baseline, picked at run time: the same IEEE operations in
-/// the same order (Rust never contracts `a * b + c` into a fused multiply-add), so the same
-/// bits, only wider vectors.
-macro_rules! widest {
-    ($name:ident<$($c:ident),*>($($a:ident: $t:ty),*) -> $ret:ty = $body:ident) => {
-        #[allow(clippy::too_many_arguments)]
-        fn $name<T: Real, $(const $c: bool),*>($($a: $t),*) -> $ret {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[allow(clippy::too_many_arguments)]
-                #[target_feature(enable = "avx512f")]
-                unsafe fn w512<T: Real, $(const $c: bool),*>($($a: $t),*) -> $ret {
-                    $body::<T, $($c),*>($($a),*)
-                }
-                #[allow(clippy::too_many_arguments)]
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn w256<T: Real, $(const $c: bool),*>($($a: $t),*) -> $ret {
-                    $body::<T, $($c),*>($($a),*)
-                }
-                if std::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: AVX-512F is present (checked just above).
-                    return unsafe { w512::<T, $($c),*>($($a),*) };
-                }
-                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                    // SAFETY: AVX2 and FMA are present (checked just above).
-                    return unsafe { w256::<T, $($c),*>($($a),*) };
-                }
-            }
-            $body::<T, $($c),*>($($a),*)
-        }
-    };
-}
-
-widest!(rows_stats_wide<>(xs: &[T], c: usize, m: f64) -> (Vec<f64>, Vec<f64>) = rows_stats_body);
-widest!(rows_forward_wide<RELU>(bn: &RowsBn<'_, T>, xs: &[T], y: &mut [T]) -> () = rows_forward_body);
-widest!(rows_backward_wide<RELU, TRAIN>(
+wide_fn!(fn rows_stats_wide[T: Real]<T>(xs: &[T], c: usize, m: f64) -> (Vec<f64>, Vec<f64>) = rows_stats_body);
+wide_fn!(fn rows_forward_wide[T: Real, const RELU: bool]<T, RELU>(bn: &RowsBn<'_, T>, xs: &[T], y: &mut [T]) -> () = rows_forward_body);
+wide_fn!(fn rows_backward_wide[T: Real, const RELU: bool, const TRAIN: bool]<T, RELU, TRAIN>(
     bn: &RowsBn<'_, T>,
     xs: &[T],
     ds: &[T],
     out: &mut [T],
     m: T,
     sd: &mut [f64],
-    sdh: &mut [f64]
+    sdh: &mut [f64],
 ) -> () = rows_backward_body);
 
 /// Per-channel mean and sum of squared deviations of the rows of `xs` (`N × c`, `m = N`), in

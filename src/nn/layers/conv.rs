@@ -188,7 +188,8 @@ impl<T: Real> Conv2d<T> {
 
     /// im2col of `g` consecutive images `xs` (each `c × h × w`) into `cols`: rows $(c,p,q)$
     /// over the taps `t`, columns $(g,i,j)$; every entry is written.
-    fn im2col(
+    #[inline(always)]
+    fn im2col_body(
         &self,
         xs: &[T],
         g: usize,
@@ -254,7 +255,8 @@ impl<T: Real> Conv2d<T> {
     /// col2im: adds each entry of `dcols` (rows $(c,p,q)$ over the taps `t`, columns
     /// $(g,i,j)$) back onto the input pixel it was copied from, into the `g` images `dx`.
     /// `dcols` is scratch: entries that fall in the padding may be zeroed.
-    fn col2im(
+    #[inline(always)]
+    fn col2im_body(
         &self,
         dcols: &mut [T],
         g: usize,
@@ -325,6 +327,23 @@ impl<T: Real> Conv2d<T> {
                 }
             }
         }
+    }
+
+    /// [`Self::im2col_body`] on the CPU's widest vectors (`wide_fn!` in `layers`).
+    fn im2col(&self, xs: &[T], g: usize, dims: (usize, usize, usize), t: Taps, cols: &mut [T]) {
+        im2col_wide(self, xs, g, dims, t, cols)
+    }
+
+    /// [`Self::col2im_body`] on the CPU's widest vectors.
+    fn col2im(
+        &self,
+        dcols: &mut [T],
+        g: usize,
+        dims: (usize, usize, usize),
+        t: Taps,
+        dx: &mut [T],
+    ) {
+        col2im_wide(self, dcols, g, dims, t, dx)
     }
 
     /// Convolves; caches the input.
@@ -539,3 +558,45 @@ impl<T: Real> Module<T> for Conv2d<T> {
         f(&join(prefix, "weight"), TensorMut::Param(&mut self.weight));
     }
 }
+
+#[inline(always)]
+fn im2col_free<T: Real>(
+    conv: &Conv2d<T>,
+    xs: &[T],
+    g: usize,
+    dims: (usize, usize, usize),
+    t: Taps,
+    cols: &mut [T],
+) {
+    conv.im2col_body(xs, g, dims, t, cols)
+}
+
+wide_fn!(fn im2col_wide[T: Real]<T>(
+    conv: &Conv2d<T>,
+    xs: &[T],
+    g: usize,
+    dims: (usize, usize, usize),
+    t: Taps,
+    cols: &mut [T],
+) -> () = im2col_free);
+
+#[inline(always)]
+fn col2im_free<T: Real>(
+    conv: &Conv2d<T>,
+    dcols: &mut [T],
+    g: usize,
+    dims: (usize, usize, usize),
+    t: Taps,
+    dx: &mut [T],
+) {
+    conv.col2im_body(dcols, g, dims, t, dx)
+}
+
+wide_fn!(fn col2im_wide[T: Real]<T>(
+    conv: &Conv2d<T>,
+    dcols: &mut [T],
+    g: usize,
+    dims: (usize, usize, usize),
+    t: Taps,
+    dx: &mut [T],
+) -> () = col2im_free);

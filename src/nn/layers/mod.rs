@@ -10,6 +10,43 @@
 //! names (`conv1.weight`, `layer1.0.bn1.running_mean`, `fc.bias`, ...), which is what the
 //! optimizers and the safetensors checkpoints use.
 
+/// `fn $name<decl..>(args) -> ret` that runs `$body::<names..>(args)` (an `#[inline(always)]`
+/// function) compiled for AVX-512F, else AVX2 + FMA, else the baseline x86-64 (SSE2), picked at
+/// run time. The element-wise loops of the layers vectorise only as wide as the build target
+/// allows; these copies give them the CPU's widest vectors. Rust never contracts `a * b + c`
+/// into a fused multiply-add, so every copy performs the same IEEE operations in the same
+/// order: the same bits on every CPU path.
+macro_rules! wide_fn {
+    ($(#[$m:meta])* $vis:vis fn $name:ident[$($decl:tt)*]<$($gn:ident),*>($($a:ident: $t:ty),* $(,)?) -> $ret:ty = $body:ident) => {
+        $(#[$m])*
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name<$($decl)*>($($a: $t),*) -> $ret {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[allow(clippy::too_many_arguments)]
+                #[target_feature(enable = "avx512f")]
+                unsafe fn w512<$($decl)*>($($a: $t),*) -> $ret {
+                    $body::<$($gn),*>($($a),*)
+                }
+                #[allow(clippy::too_many_arguments)]
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn w256<$($decl)*>($($a: $t),*) -> $ret {
+                    $body::<$($gn),*>($($a),*)
+                }
+                if std::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: AVX-512F is present (checked just above).
+                    return unsafe { w512::<$($gn),*>($($a),*) };
+                }
+                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                    // SAFETY: AVX2 and FMA are present (checked just above).
+                    return unsafe { w256::<$($gn),*>($($a),*) };
+                }
+            }
+            $body::<$($gn),*>($($a),*)
+        }
+    };
+}
+
 pub mod activation;
 pub mod batchnorm;
 pub mod conv;
