@@ -125,17 +125,14 @@ impl BufferedStats {
         // Copied as f64 and screened for NaN/infinity in one pass; a bad batch is taken out
         // again and located by the slower scan.
         let start = self.rows.len();
-        self.rows.resize(start + x.nrows() * d, 0.0);
         let mut finite = true;
-        for (r, dst) in x.outer_iter().zip(self.rows[start..].chunks_exact_mut(d)) {
+        for r in x.outer_iter() {
             finite &= match r.as_slice() {
-                Some(r) => kernels::widen_finite(r, dst),
-                None => {
-                    for (a, &v) in dst.iter_mut().zip(r.iter()) {
-                        *a = v.to_f64_();
-                    }
-                    dst.iter().all(|v| v.is_finite())
-                }
+                Some(r) => kernels::widen_finite(r, &mut self.rows),
+                None => r.iter().fold(true, |ok, &v| {
+                    self.rows.push(v.to_f64_());
+                    ok && v.is_finite()
+                }),
             };
         }
         if !finite {
@@ -262,6 +259,10 @@ mod tests {
         let mut bad = x.slice(s![20..30, ..]).to_owned();
         bad[[4, 1]] = f64::NAN;
         let e = buf.push(bad.view(), &y[20..30]).unwrap_err().to_string();
+        assert!(e.contains("feature row 4"), "{e}");
+        // the same batch in column-major order (rows not contiguous: the element-wise copy)
+        let bad_f = bad.t().as_standard_layout().into_owned();
+        let e = buf.push(bad_f.t(), &y[20..30]).unwrap_err().to_string();
         assert!(e.contains("feature row 4"), "{e}");
         let e = buf
             .push(x.slice(s![..2, ..]), &[0, 7])

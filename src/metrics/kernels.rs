@@ -117,26 +117,24 @@ fn centre_rows_body<T: Real>(rows: &[T], d: usize, labels: &[u32], means: &[f64]
 }
 
 dispatched! {
-    /// Copies `src` into `dst` (same length) as `f64` and says whether every value is finite
-    /// ($\sum 0\cdot v$ in eight lanes is NaN exactly when some $v$ is NaN or infinite).
-    fn widen_finite<T>(src: &[T], dst: &mut [f64]) -> bool = widen_finite_body;
+    /// Appends `src` to `dst` as `f64` and says whether every value is finite ($\sum 0\cdot v$
+    /// in eight lanes over the appended values, still in cache, is NaN exactly when some $v$
+    /// is NaN or infinite).
+    fn widen_finite<T>(src: &[T], dst: &mut Vec<f64>) -> bool = widen_finite_body;
 }
 
 #[inline(always)]
-fn widen_finite_body<T: Real>(src: &[T], dst: &mut [f64]) -> bool {
+fn widen_finite_body<T: Real>(src: &[T], dst: &mut Vec<f64>) -> bool {
+    let start = dst.len();
+    dst.extend(src.iter().map(|v| v.to_f64_()));
+    let new = &dst[start..];
     let mut acc = [0.0f64; 8];
-    let (sc, dc) = (src.chunks_exact(8), dst.chunks_exact_mut(8));
-    let (sr, mut ok) = (sc.remainder(), true);
-    for (a, b) in sc.zip(dc) {
+    let c = new.chunks_exact(8);
+    let ok = c.remainder().iter().all(|v| v.is_finite());
+    for b in c {
         for j in 0..8 {
-            b[j] = a[j].to_f64_();
             acc[j] += b[j] * 0.0;
         }
-    }
-    let tail = src.len() - sr.len();
-    for (i, &v) in sr.iter().enumerate() {
-        dst[tail + i] = v.to_f64_();
-        ok &= dst[tail + i].is_finite();
     }
     ok && acc.iter().all(|v| *v == 0.0)
 }

@@ -48,11 +48,12 @@ const MAX_LANES: usize = 16;
 /// Bytes the lanes' partial accumulators of one push may take together.
 const LANE_BUDGET: usize = 256 << 20;
 
-/// Rows per piece of a push of `rows` rows: [`CHUNK`] with the scatter; without it about an
+/// Rows per piece of a push of `rows` rows: [`PACKED_PIECE`] on the packed scatter kernel,
+/// [`CHUNK`] with the scatter otherwise; without it about an
 /// eighth of the batch, at least $16K$ rows (so the $K\times d$ means of a piece cost little
 /// next to its rows) and between 256 and [`CHUNK`]. A function of the shape only.
-fn piece_rows(rows: usize, k: usize, scatter: bool) -> usize {
-    if scatter && scatter::available() {
+fn piece_rows(rows: usize, k: usize, scatter: bool, packed: bool) -> usize {
+    if packed {
         PACKED_PIECE
     } else if scatter {
         CHUNK
@@ -136,6 +137,20 @@ impl ClassStats {
         labels: &[u32],
         first_row: usize,
     ) -> Result<()> {
+        let packed = self.scatter.is_some() && scatter::available();
+        self.push_on(x, labels, first_row, packed)
+    }
+
+    /// [`push_at`](Self::push_at) on the packed scatter kernel (`packed`, only where it is
+    /// [`available`](scatter::available)) or on the portable path: lanes of faer's triangular
+    /// product. Decided once per push, so that tests can run both paths on one machine.
+    fn push_on<T: Real>(
+        &mut self,
+        x: ArrayView2<T>,
+        labels: &[u32],
+        first_row: usize,
+        packed: bool,
+    ) -> Result<()> {
         if x.ncols() != self.d {
             return Err(Error::shape(
                 "features",
@@ -168,9 +183,9 @@ impl ClassStats {
         // of threads. The batch is summarised on its own, checked, and only then merged, so
         // that a batch with a NaN leaves the running totals untouched.
         let (k, d, sc) = (self.k, self.d, self.scatter.is_some());
-        let piece = piece_rows(x.nrows(), k, sc);
+        let piece = piece_rows(x.nrows(), k, sc, packed);
         let n_pieces = x.nrows().div_ceil(piece).max(1);
-        let lanes = if sc && scatter::available() {
+        let lanes = if packed {
             1
         } else if sc {
             par::lanes_within(SCATTER_LANES, 1, d * d * 8, LANE_BUDGET)
@@ -185,7 +200,7 @@ impl ClassStats {
             .map(|(xl, ll)| {
                 let mut acc = ClassStats::with_scatter(k, d, sc);
                 for (xc, lc) in xl.axis_chunks_iter(Axis(0), piece).zip(ll.chunks(piece)) {
-                    acc.absorb(xc, lc);
+                    acc.absorb(xc, lc, packed);
                 }
                 acc
             })
@@ -217,10 +232,10 @@ impl ClassStats {
     /// Adds one batch (already validated) to the running totals: the batch's class means
     /// $\nu_k$, its scatter about them accumulated straight into the running scatter (lower
     /// triangle only), then the Chan et al. correction.
-    fn absorb<T: Real>(&mut self, x: ArrayView2<T>, labels: &[u32]) {
+    fn absorb<T: Real>(&mut self, x: ArrayView2<T>, labels: &[u32], packed: bool) {
         let (k, d) = (self.k, self.d);
         let (mut counts, mut means) = (vec![0u64; k], Array2::<f64>::zeros((k, d)));
-        if self.scatter.is_some() && scatter::available() {
+        if packed {
             // Summed in parallel by columns: the same bits as the loop below.
             (counts, means) = scatter::class_sums(x, labels, k);
         } else {
@@ -246,7 +261,15 @@ impl ClassStats {
         let mut class_ss = vec![0.0; k];
         match self.scatter.as_mut() {
             Some(s) => {
-                if scatter::add_centred(&mut s.view_mut(), x, labels, means.view(), &mut class_ss) {
+                if packed
+                    && scatter::add_centred(
+                        &mut s.view_mut(),
+                        x,
+                        labels,
+                        means.view(),
+                        &mut class_ss,
+                    )
+                {
                     self.merge_moments(&counts, &means, &class_ss);
                     return;
                 }
@@ -541,6 +564,37 @@ mod tests {
             .all(|v| v.abs() < 1e-12 * scale));
         let tr: f64 = (0..6).map(|i| s_ref[[i, i]]).sum();
         assert!((st.class_ss.iter().sum::<f64>() - tr).abs() < 1e-12 * tr);
+    }
+
+    /// The packed kernel (where this CPU has it) and the portable lanes both equal the
+    /// two-pass reference to 1e-12 for features offset by 1e4, in batches of every size
+    /// (pieces, lanes and the block tail), so the path a CPU without AVX-512 takes is tested
+    /// on this one too.
+    #[test]
+    fn packed_and_portable_paths_both_equal_two_pass() {
+        let (x, y) = data(5000, 37, 5, 1e4, 9);
+        let (m_ref, s_ref) = two_pass(&x, &y, 5);
+        let scale = s_ref.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+        let mut paths = vec![false];
+        if scatter::available() {
+            paths.push(true);
+        }
+        for packed in paths {
+            for batch in [1, 700, 5000] {
+                let mut acc = ClassStats::new(5, 37);
+                for (xc, yc) in x.axis_chunks_iter(Axis(0), batch).zip(y.chunks(batch)) {
+                    acc.push_on(xc, yc, 0, packed).unwrap();
+                }
+                let st = acc.finish().unwrap();
+                let s = st.scatter.unwrap();
+                let rel = (&s - &s_ref).iter().fold(0.0f64, |a, v| a.max(v.abs())) / scale;
+                assert!(rel < 1e-12, "packed={packed} batch={batch}: scatter {rel}");
+                let dm = (&st.means - &m_ref)
+                    .iter()
+                    .fold(0.0f64, |a, v| a.max(v.abs()));
+                assert!(dm < 1e-9, "packed={packed} batch={batch}: means {dm}");
+            }
+        }
     }
 
     #[test]
