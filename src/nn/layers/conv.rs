@@ -186,155 +186,12 @@ impl<T: Real> Conv2d<T> {
         (j0.min(j1), j1)
     }
 
-    /// im2col of `g` consecutive images `xs` (each `c × h × w`) into `cols`: rows $(c,p,q)$
-    /// over the taps `t`, columns $(g,i,j)$; every entry is written.
-    #[inline(always)]
-    fn im2col_body(
-        &self,
-        xs: &[T],
-        g: usize,
-        (c, h, w): (usize, usize, usize),
-        t: Taps,
-        cols: &mut [T],
-    ) {
-        let (oh, ow) = (self.out_size(h), self.out_size(w));
-        let (s, pd) = (self.stride, self.padding);
-        let gcols = g * oh * ow;
-        debug_assert_eq!(cols.len(), c * t.kp * t.kq * gcols);
-        for (r, row) in cols.chunks_exact_mut(gcols).enumerate() {
-            let (ci, p, q) = (r / (t.kp * t.kq), t.p0 + (r / t.kq) % t.kp, t.q0 + r % t.kq);
-            let (j0, j1) = self.col_range(q, w, ow);
-            if s == 1 && (oh, ow) == (h, w) {
-                // "Same" stride-1 convolution: output (i, j) reads input (i + p - pd,
-                // j + q - pd), one fixed offset, so the valid block is one contiguous copy;
-                // then the k - 1 entries per row that wrapped around from a neighbouring row
-                // (they belong to the padding) are zeroed.
-                let (i0, i1) = (pd.saturating_sub(p), oh.min((h + pd).saturating_sub(p)));
-                for (gi, dst) in row.chunks_exact_mut(oh * ow).enumerate() {
-                    if i0 >= i1 || j0 >= j1 {
-                        dst.fill(T::zero());
-                        continue;
-                    }
-                    let plane = &xs[(gi * c + ci) * h * w..(gi * c + ci + 1) * h * w];
-                    let (s0, s1) = (i0 * ow + j0, (i1 - 1) * ow + j1);
-                    let d0 = (i0 + p - pd) * w + (j0 + q - pd);
-                    dst[..s0].fill(T::zero());
-                    dst[s0..s1].copy_from_slice(&plane[d0..d0 + (s1 - s0)]);
-                    dst[s1..].fill(T::zero());
-                    for i in i0..i1 {
-                        dst[i * ow..i * ow + j0].fill(T::zero());
-                        dst[i * ow + j1..(i + 1) * ow].fill(T::zero());
-                    }
-                }
-                continue;
-            }
-            for gi in 0..g {
-                let plane = &xs[(gi * c + ci) * h * w..(gi * c + ci + 1) * h * w];
-                for i in 0..oh {
-                    let dst = &mut row[(gi * oh + i) * ow..(gi * oh + i + 1) * ow];
-                    let yy = i * s + p;
-                    if yy < pd || yy - pd >= h {
-                        dst.fill(T::zero());
-                        continue;
-                    }
-                    let src = &plane[(yy - pd) * w..(yy - pd + 1) * w];
-                    dst[..j0].fill(T::zero());
-                    dst[j1..].fill(T::zero());
-                    if s == 1 {
-                        dst[j0..j1].copy_from_slice(&src[j0 + q - pd..j1 + q - pd]);
-                    } else {
-                        for (j, d) in dst[j0..j1].iter_mut().enumerate() {
-                            *d = src[(j0 + j) * s + q - pd];
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// col2im: adds each entry of `dcols` (rows $(c,p,q)$ over the taps `t`, columns
-    /// $(g,i,j)$) back onto the input pixel it was copied from, into the `g` images `dx`.
-    /// `dcols` is scratch: entries that fall in the padding may be zeroed.
-    #[inline(always)]
-    fn col2im_body(
-        &self,
-        dcols: &mut [T],
-        g: usize,
-        (c, h, w): (usize, usize, usize),
-        t: Taps,
-        dx: &mut [T],
-    ) {
-        let (oh, ow) = (self.out_size(h), self.out_size(w));
-        let (s, pd) = (self.stride, self.padding);
-        let tt = t.kp * t.kq;
-        let row_of = |ci: usize, p: usize, q: usize| ci * tt + (p - t.p0) * t.kq + (q - t.q0);
-        let gcols = g * oh * ow;
-        if s == 1 && (oh, ow) == (h, w) {
-            // "Same" stride-1 convolution: for each (p, q) the valid entries of a row of dcols
-            // land at one fixed offset, so after zeroing the entries that belong to the padding
-            // (k - 1 per image row), one contiguous add covers the whole plane.
-            let ohw = oh * ow;
-            for (pl, plane) in dx.chunks_exact_mut(h * w).enumerate() {
-                let (gi, ci) = (pl / c, pl % c);
-                for p in t.p0..t.p0 + t.kp {
-                    let (i0, i1) = (pd.saturating_sub(p), oh.min((h + pd).saturating_sub(p)));
-                    for q in t.q0..t.q0 + t.kq {
-                        let (j0, j1) = self.col_range(q, w, ow);
-                        if i0 >= i1 || j0 >= j1 {
-                            continue;
-                        }
-                        let r = row_of(ci, p, q);
-                        let row = &mut dcols[r * gcols + gi * ohw..r * gcols + (gi + 1) * ohw];
-                        for i in i0..i1 {
-                            row[i * ow..i * ow + j0].fill(T::zero());
-                            row[i * ow + j1..(i + 1) * ow].fill(T::zero());
-                        }
-                        let (s0, s1) = (i0 * ow + j0, (i1 - 1) * ow + j1);
-                        // source (i, j) -> input (i + p - pd, j + q - pd)
-                        let d0 = (i0 + p - pd) * w + (j0 + q - pd);
-                        for (d, &v) in plane[d0..d0 + (s1 - s0)].iter_mut().zip(&row[s0..s1]) {
-                            *d += v;
-                        }
-                    }
-                }
-            }
-            return;
-        }
-        for (pl, plane) in dx.chunks_exact_mut(h * w).enumerate() {
-            let (gi, ci) = (pl / c, pl % c);
-            for p in t.p0..t.p0 + t.kp {
-                for q in t.q0..t.q0 + t.kq {
-                    let (j0, j1) = self.col_range(q, w, ow);
-                    let r = row_of(ci, p, q);
-                    let row = &dcols[r * gcols + gi * oh * ow..r * gcols + (gi + 1) * oh * ow];
-                    for i in 0..oh {
-                        let yy = i * s + p;
-                        if yy < pd || yy - pd >= h {
-                            continue;
-                        }
-                        let src = &row[i * ow + j0..i * ow + j1];
-                        let dst = &mut plane[(yy - pd) * w..(yy - pd + 1) * w];
-                        if s == 1 {
-                            for (d, &v) in dst[j0 + q - pd..j1 + q - pd].iter_mut().zip(src) {
-                                *d += v;
-                            }
-                        } else {
-                            for (j, &v) in src.iter().enumerate() {
-                                dst[(j0 + j) * s + q - pd] += v;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// [`Self::im2col_body`] on the CPU's widest vectors (`wide_fn!` in `layers`).
+    /// [`im2col_body`] on the CPU's widest vectors (`wide_fn!` in `layers`).
     fn im2col(&self, xs: &[T], g: usize, dims: (usize, usize, usize), t: Taps, cols: &mut [T]) {
         im2col_wide(self, xs, g, dims, t, cols)
     }
 
-    /// [`Self::col2im_body`] on the CPU's widest vectors.
+    /// [`col2im_body`] on the CPU's widest vectors.
     fn col2im(
         &self,
         dcols: &mut [T],
@@ -559,16 +416,147 @@ impl<T: Real> Module<T> for Conv2d<T> {
     }
 }
 
+/// im2col of `g` consecutive images `xs` (each `c × h × w`) into `cols`: rows $(c,p,q)$
+/// over the taps `t`, columns $(g,i,j)$; every entry is written.
 #[inline(always)]
-fn im2col_free<T: Real>(
+fn im2col_body<T: Real>(
     conv: &Conv2d<T>,
     xs: &[T],
     g: usize,
-    dims: (usize, usize, usize),
+    (c, h, w): (usize, usize, usize),
     t: Taps,
     cols: &mut [T],
 ) {
-    conv.im2col_body(xs, g, dims, t, cols)
+    let (oh, ow) = (conv.out_size(h), conv.out_size(w));
+    let (s, pd) = (conv.stride, conv.padding);
+    let gcols = g * oh * ow;
+    debug_assert_eq!(cols.len(), c * t.kp * t.kq * gcols);
+    for (r, row) in cols.chunks_exact_mut(gcols).enumerate() {
+        let (ci, p, q) = (r / (t.kp * t.kq), t.p0 + (r / t.kq) % t.kp, t.q0 + r % t.kq);
+        let (j0, j1) = conv.col_range(q, w, ow);
+        if s == 1 && (oh, ow) == (h, w) {
+            // "Same" stride-1 convolution: output (i, j) reads input (i + p - pd,
+            // j + q - pd), one fixed offset, so the valid block is one contiguous copy;
+            // then the k - 1 entries per row that wrapped around from a neighbouring row
+            // (they belong to the padding) are zeroed.
+            let (i0, i1) = (pd.saturating_sub(p), oh.min((h + pd).saturating_sub(p)));
+            for (gi, dst) in row.chunks_exact_mut(oh * ow).enumerate() {
+                if i0 >= i1 || j0 >= j1 {
+                    dst.fill(T::zero());
+                    continue;
+                }
+                let plane = &xs[(gi * c + ci) * h * w..(gi * c + ci + 1) * h * w];
+                let (s0, s1) = (i0 * ow + j0, (i1 - 1) * ow + j1);
+                let d0 = (i0 + p - pd) * w + (j0 + q - pd);
+                dst[..s0].fill(T::zero());
+                dst[s0..s1].copy_from_slice(&plane[d0..d0 + (s1 - s0)]);
+                dst[s1..].fill(T::zero());
+                for i in i0..i1 {
+                    dst[i * ow..i * ow + j0].fill(T::zero());
+                    dst[i * ow + j1..(i + 1) * ow].fill(T::zero());
+                }
+            }
+            continue;
+        }
+        for gi in 0..g {
+            let plane = &xs[(gi * c + ci) * h * w..(gi * c + ci + 1) * h * w];
+            for i in 0..oh {
+                let dst = &mut row[(gi * oh + i) * ow..(gi * oh + i + 1) * ow];
+                let yy = i * s + p;
+                if yy < pd || yy - pd >= h {
+                    dst.fill(T::zero());
+                    continue;
+                }
+                let src = &plane[(yy - pd) * w..(yy - pd + 1) * w];
+                dst[..j0].fill(T::zero());
+                dst[j1..].fill(T::zero());
+                if s == 1 {
+                    dst[j0..j1].copy_from_slice(&src[j0 + q - pd..j1 + q - pd]);
+                } else {
+                    for (j, d) in dst[j0..j1].iter_mut().enumerate() {
+                        *d = src[(j0 + j) * s + q - pd];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// col2im: adds each entry of `dcols` (rows $(c,p,q)$ over the taps `t`, columns
+/// $(g,i,j)$) back onto the input pixel it was copied from, into the `g` images `dx`.
+/// `dcols` is scratch: entries that fall in the padding may be zeroed.
+#[inline(always)]
+fn col2im_body<T: Real>(
+    conv: &Conv2d<T>,
+    dcols: &mut [T],
+    g: usize,
+    (c, h, w): (usize, usize, usize),
+    t: Taps,
+    dx: &mut [T],
+) {
+    let (oh, ow) = (conv.out_size(h), conv.out_size(w));
+    let (s, pd) = (conv.stride, conv.padding);
+    let tt = t.kp * t.kq;
+    let row_of = |ci: usize, p: usize, q: usize| ci * tt + (p - t.p0) * t.kq + (q - t.q0);
+    let gcols = g * oh * ow;
+    if s == 1 && (oh, ow) == (h, w) {
+        // "Same" stride-1 convolution: for each (p, q) the valid entries of a row of dcols
+        // land at one fixed offset, so after zeroing the entries that belong to the padding
+        // (k - 1 per image row), one contiguous add covers the whole plane.
+        let ohw = oh * ow;
+        for (pl, plane) in dx.chunks_exact_mut(h * w).enumerate() {
+            let (gi, ci) = (pl / c, pl % c);
+            for p in t.p0..t.p0 + t.kp {
+                let (i0, i1) = (pd.saturating_sub(p), oh.min((h + pd).saturating_sub(p)));
+                for q in t.q0..t.q0 + t.kq {
+                    let (j0, j1) = conv.col_range(q, w, ow);
+                    if i0 >= i1 || j0 >= j1 {
+                        continue;
+                    }
+                    let r = row_of(ci, p, q);
+                    let row = &mut dcols[r * gcols + gi * ohw..r * gcols + (gi + 1) * ohw];
+                    for i in i0..i1 {
+                        row[i * ow..i * ow + j0].fill(T::zero());
+                        row[i * ow + j1..(i + 1) * ow].fill(T::zero());
+                    }
+                    let (s0, s1) = (i0 * ow + j0, (i1 - 1) * ow + j1);
+                    // source (i, j) -> input (i + p - pd, j + q - pd)
+                    let d0 = (i0 + p - pd) * w + (j0 + q - pd);
+                    for (d, &v) in plane[d0..d0 + (s1 - s0)].iter_mut().zip(&row[s0..s1]) {
+                        *d += v;
+                    }
+                }
+            }
+        }
+        return;
+    }
+    for (pl, plane) in dx.chunks_exact_mut(h * w).enumerate() {
+        let (gi, ci) = (pl / c, pl % c);
+        for p in t.p0..t.p0 + t.kp {
+            for q in t.q0..t.q0 + t.kq {
+                let (j0, j1) = conv.col_range(q, w, ow);
+                let r = row_of(ci, p, q);
+                let row = &dcols[r * gcols + gi * oh * ow..r * gcols + (gi + 1) * oh * ow];
+                for i in 0..oh {
+                    let yy = i * s + p;
+                    if yy < pd || yy - pd >= h {
+                        continue;
+                    }
+                    let src = &row[i * ow + j0..i * ow + j1];
+                    let dst = &mut plane[(yy - pd) * w..(yy - pd + 1) * w];
+                    if s == 1 {
+                        for (d, &v) in dst[j0 + q - pd..j1 + q - pd].iter_mut().zip(src) {
+                            *d += v;
+                        }
+                    } else {
+                        for (j, &v) in src.iter().enumerate() {
+                            dst[(j0 + j) * s + q - pd] += v;
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 wide_fn!(fn im2col_wide[T: Real]<T>(
@@ -578,19 +566,7 @@ wide_fn!(fn im2col_wide[T: Real]<T>(
     dims: (usize, usize, usize),
     t: Taps,
     cols: &mut [T],
-) -> () = im2col_free);
-
-#[inline(always)]
-fn col2im_free<T: Real>(
-    conv: &Conv2d<T>,
-    dcols: &mut [T],
-    g: usize,
-    dims: (usize, usize, usize),
-    t: Taps,
-    dx: &mut [T],
-) {
-    conv.col2im_body(dcols, g, dims, t, dx)
-}
+) -> () = im2col_body);
 
 wide_fn!(fn col2im_wide[T: Real]<T>(
     conv: &Conv2d<T>,
@@ -599,4 +575,4 @@ wide_fn!(fn col2im_wide[T: Real]<T>(
     dims: (usize, usize, usize),
     t: Taps,
     dx: &mut [T],
-) -> () = col2im_free);
+) -> () = col2im_body);
