@@ -66,6 +66,10 @@ pub struct Conv2d<T> {
     pub stride: usize,
     /// Zero padding on each side.
     pub padding: usize,
+    /// Whether stride-1 "same" 3×3 convolutions run by Winograd's $F(2\times2,3\times3)$
+    /// ([`super::winograd`], 2.25× fewer flops for the output and the input gradient) where it
+    /// [applies](super::winograd::applies); `false` forces im2col + GEMM. On by default.
+    pub winograd: bool,
     x: Option<Array4<T>>,
 }
 
@@ -94,6 +98,7 @@ impl<T: Real> Conv2d<T> {
             k,
             stride,
             padding,
+            winograd: true,
             x: None,
         }
     }
@@ -203,6 +208,11 @@ impl<T: Real> Conv2d<T> {
         col2im_wide(self, dcols, g, dims, t, dx)
     }
 
+    /// Whether an input of `c` channels and `h × w` pixels goes through the Winograd path.
+    fn uses_winograd(&self, c: usize, h: usize, w: usize) -> bool {
+        self.winograd && super::winograd::applies(self.k, self.stride, self.padding, c, h, w)
+    }
+
     /// Convolves; caches the input.
     pub fn forward(&mut self, x: Array4<T>) -> Array4<T> {
         let x = super::standard(x);
@@ -225,6 +235,13 @@ impl<T: Real> Conv2d<T> {
         let x = x.as_standard_layout();
         let xs = x.as_slice().expect("standard layout");
         let mut y = Array4::<T>::zeros((n, oc, oh, ow));
+        if self.uses_winograd(c, h, w) {
+            let ws = self.weight.value.as_slice().expect("contiguous weight");
+            let u = super::winograd::transform_weight(ws, oc, c, false);
+            let ys = y.as_slice_mut().expect("fresh array");
+            super::winograd::conv(xs, n, c, h, w, &u, oc, ys);
+            return y;
+        }
         let wc = self.weight_on(t);
         let wm = wc.view();
         let this = self;
@@ -296,6 +313,22 @@ impl<T: Real> Conv2d<T> {
         // order, so the result depends neither on scheduling nor on the number of threads.
         let n_tasks = n_groups.clamp(1, LANES);
         let per = n_groups.div_ceil(n_tasks) * gsz; // images per task
+        if self.uses_winograd(c, h, w) {
+            // Both gradients by Winograd: ∂x as a convolution of dy with the rotated kernel,
+            // ∂W by the adjoint transforms (`winograd` module docs).
+            if train_w {
+                let gw = self.weight.grad.as_slice_mut().expect("contiguous grad");
+                super::winograd::weight_grad(xs, dys, n, c, h, w, oc, gw);
+            }
+            return need_dx.then(|| {
+                let ws = self.weight.value.as_slice().expect("contiguous weight");
+                let u = super::winograd::transform_weight(ws, oc, c, true);
+                let mut d = Array4::<T>::zeros((n, c, h, w));
+                let ds = d.as_slice_mut().expect("fresh array");
+                super::winograd::conv(dys, n, oc, h, w, &u, c, ds);
+                d
+            });
+        }
         let mut dx = need_dx.then(|| Array4::<T>::zeros((n, c, h, w)));
         let mut jobs: Vec<Job<'_, T>> = Vec::new();
         {

@@ -53,6 +53,7 @@ pub mod conv;
 pub mod linear;
 pub mod loss;
 pub mod pool;
+pub mod winograd;
 
 pub use activation::Relu;
 pub use batchnorm::BatchNorm;
