@@ -67,7 +67,23 @@ ap.add_argument("--variants", default="eager,eager-inplace,cl,compiled,compiled-
 ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile variants")
 ap.add_argument("--bin", default="target/release/examples/nn_step")
 ap.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH ('-': stdout)")
+ap.add_argument("--malloc", choices=["keep", "default"], default="keep",
+                help="keep (default): give PyTorch the glibc malloc settings that ufm's training "
+                     "code sets for itself (ufm::nn::keep_freed_memory: no mmap for large blocks, "
+                     "freed memory kept), so neither pays page faults for re-allocated "
+                     "activations; default: glibc's defaults for PyTorch")
 args = ap.parse_args()
+MALLOC = "glibc defaults"
+if args.malloc == "keep":
+    # The same three mallopt calls as ufm::nn::keep_freed_memory, before torch allocates.
+    import ctypes  # noqa: E402
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        ok = (libc.mallopt(-4, 0), libc.mallopt(-1, 2**31 - 1), libc.mallopt(-2, 64 << 20))
+        MALLOC = "mallopt keep" if all(ok) else f"mallopt refused {ok}"
+    except OSError as e:
+        MALLOC = f"mallopt unavailable ({e})"
 for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RAYON_NUM_THREADS"):
     os.environ[var] = str(args.threads)
 
@@ -246,7 +262,7 @@ def main():
         if m not in MODELS:
             sys.exit(f"--models: unknown model {m!r} (known: {', '.join(MODELS)})")
     print(f"PyTorch {torch.__version__} (mkldnn {torch.backends.mkldnn.is_available()}), "
-          f"{args.threads} threads, {args.rounds} rounds x {args.steps} steps, interleaved")
+          f"{args.threads} threads, {args.rounds} rounds x {args.steps} steps, interleaved; malloc: {MALLOC}")
     g = torch.Generator().manual_seed(0)
     x = torch.rand(BATCH, 3, 32, 32, generator=g) * 2 - 1
     y = torch.arange(BATCH) % CLASSES

@@ -20,6 +20,7 @@ fn step(net: &mut Net<f32>, x: &Array4<f32>, y: &[u32]) {
 }
 
 fn bench(c: &mut Criterion) {
+    ufm::nn::keep_freed_memory(); // as `ufm train` does
     let mut rng = StdRng::seed_from_u64(0);
     let x = Array4::from_shape_simple_fn((128, 3, 32, 32), || rng.random_range(-1.0f32..1.0));
     let y: Vec<u32> = (0..128).map(|i| i % 10).collect();

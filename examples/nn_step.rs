@@ -23,6 +23,8 @@ use ufm::nn::models::{Arch, ModelConfig, Net};
 type Step = (f64, Option<f64>);
 
 fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    // As `ufm train` does (and benches/compare_torch_nn.py does for PyTorch).
+    ufm::nn::keep_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let get = |name: &str, default: &str| -> String {
         args.iter()

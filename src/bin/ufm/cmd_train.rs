@@ -207,6 +207,7 @@ impl TrainObserver for Bar {
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
+    ufm::nn::keep_freed_memory();
     let cfg = args.config()?;
     if args.print_params {
         let mut net: Net<f32> = Net::new(&cfg.model, cfg.seed)?;

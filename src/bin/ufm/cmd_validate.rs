@@ -26,6 +26,7 @@ pub struct ValidateArgs {
 }
 
 pub fn run(args: ValidateArgs) -> Result<()> {
+    ufm::nn::keep_freed_memory();
     let device = NnDevice::select(args.device.into(), None)?;
     if let Some(reason) = device.fallback() {
         eprintln!("note: --device auto: {reason}; running on the CPU");

@@ -47,7 +47,14 @@ pub const MIN_CHANNELS: usize = 16;
 /// with `c` input channels on `h × w` images: $3\times3$, stride 1, padding 1, even sides,
 /// at least [`MIN_CHANNELS`] channels.
 pub fn applies(k: usize, s: usize, p: usize, c: usize, h: usize, w: usize) -> bool {
-    k == 3 && s == 1 && p == 1 && c >= MIN_CHANNELS && h >= 2 && w >= 2 && h.is_multiple_of(2) && w.is_multiple_of(2)
+    k == 3
+        && s == 1
+        && p == 1
+        && c >= MIN_CHANNELS
+        && h >= 2
+        && w >= 2
+        && h.is_multiple_of(2)
+        && w.is_multiple_of(2)
 }
 
 /// $U_\xi$ for the 16 positions $\xi$, as 16 row-major matrices `rows × cols`: with
