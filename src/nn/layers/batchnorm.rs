@@ -128,11 +128,13 @@ fn image_sums_body<T: Real, G: Fn(T, T) -> (f64, f64), F: Fn(usize) -> G>(
     l: usize,
     f: &F,
 ) -> Vec<(f64, f64)> {
-    xi.chunks(l)
-        .zip(di.chunks(l))
-        .enumerate()
-        .map(|(ci, (xp, dp))| sum2_f64(xp, dp, f(ci)))
-        .collect()
+    // A plain loop, not an iterator chain: `collect` would run the sums inside `Map::fold`,
+    // a separate function compiled without this copy's target features.
+    let mut out = Vec::with_capacity(xi.len() / l.max(1));
+    for (ci, (xp, dp)) in xi.chunks(l).zip(di.chunks(l)).enumerate() {
+        out.push(sum2_f64(xp, dp, f(ci)));
+    }
+    out
 }
 
 wide_fn!(
