@@ -1,6 +1,9 @@
 //! 2-D convolution without bias (every convolution of the ResNets has `bias=False`):
 //! $$y_{n,o,i,j}=\sum_{c,p,q}W_{o,c,p,q}\,x_{n,c,\,si+p-\pi,\,sj+q-\pi}$$
-//! (stride $s$, zero padding $\pi$), computed as im2col + GEMM on groups of $G$ images:
+//! (stride $s$, zero padding $\pi$). Stride-1 "same" 3×3 convolutions with at least 16 input
+//! channels on even maps run by Winograd's $F(2\times2,3\times3)$ ([`super::winograd`], all
+//! three products; [`Conv2d::winograd`] turns it off); the others are
+//! computed as im2col + GEMM on groups of $G$ images:
 //! $Y_g=W_{[o,(c,p,q)]}\,X_{\text{col},g}$ with $X_{\text{col},g}\in\mathbb R^{Ck^2\times GH'W'}$.
 //! Backward: $\partial_W=\sum_g\delta_g\,X_{\text{col},g}^\top$ and
 //! $\partial_x=\operatorname{col2im}(W^\top\delta_g)$; im2col is recomputed rather than stored.
