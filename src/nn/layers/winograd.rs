@@ -64,6 +64,11 @@ pub fn applies(k: usize, s: usize, p: usize, c: usize, h: usize, w: usize) -> bo
 /// `o × c × 3 × 3` weight. The taps are first laid out as 9 planes of $OC$ entries (in the
 /// output's row order), so that both products with $G$ are loops over whole planes.
 pub fn transform_weight<T: Real>(w: &[T], o: usize, c: usize, transpose: bool) -> Vec<T> {
+    assert_eq!(
+        w.len(),
+        o * c * 9,
+        "winograd::transform_weight: an o x c x 3 x 3 weight"
+    );
     weight_wide(w, o, c, transpose)
 }
 
@@ -129,6 +134,9 @@ wide_fn!(fn weight_wide[T: Real]<T>(w: &[T], o: usize, c: usize, transpose: bool
 /// The convolution of `n` images `x` (`n × c × h × w`, standard layout) with the transformed
 /// weight `u` (from [`transform_weight`], `16 × o × c`), written to `y` (`n × o × h × w`, every
 /// entry overwritten). Groups of images run in parallel; see the module docs.
+///
+/// # Panics
+/// If `h` or `w` is odd or a slice's length does not match the sizes.
 #[allow(clippy::too_many_arguments)]
 pub fn conv<T: Real>(
     x: &[T],
@@ -140,10 +148,17 @@ pub fn conv<T: Real>(
     o: usize,
     y: &mut [T],
 ) {
-    debug_assert!(h.is_multiple_of(2) && w.is_multiple_of(2));
-    debug_assert_eq!(x.len(), n * c * h * w);
-    debug_assert_eq!(y.len(), n * o * h * w);
-    debug_assert_eq!(u.len(), 16 * o * c);
+    assert!(
+        h.is_multiple_of(2) && w.is_multiple_of(2),
+        "winograd::conv: even sides only"
+    );
+    assert_eq!(x.len(), n * c * h * w, "winograd::conv: input size");
+    assert_eq!(y.len(), n * o * h * w, "winograd::conv: output size");
+    assert_eq!(
+        u.len(),
+        16 * o * c,
+        "winograd::conv: transformed weight size"
+    );
     if n == 0 {
         return;
     }
@@ -180,6 +195,9 @@ pub fn conv<T: Real>(
 /// Groups are those of [`conv`]; the batch is cut into at most
 /// [`LANES`](super::conv::LANES) contiguous runs of groups, each summed in order, and the
 /// runs' partial $\partial U$ are added in order: the same bits on any number of threads.
+///
+/// # Panics
+/// If `h` or `w` is odd or a slice's length does not match the sizes.
 #[allow(clippy::too_many_arguments)]
 pub fn weight_grad<T: Real>(
     x: &[T],
@@ -191,9 +209,21 @@ pub fn weight_grad<T: Real>(
     o: usize,
     gw: &mut [T],
 ) {
-    debug_assert_eq!(x.len(), n * c * h * w);
-    debug_assert_eq!(dy.len(), n * o * h * w);
-    debug_assert_eq!(gw.len(), o * c * 9);
+    assert!(
+        h.is_multiple_of(2) && w.is_multiple_of(2),
+        "winograd::weight_grad: even sides only"
+    );
+    assert_eq!(x.len(), n * c * h * w, "winograd::weight_grad: input size");
+    assert_eq!(
+        dy.len(),
+        n * o * h * w,
+        "winograd::weight_grad: output gradient size"
+    );
+    assert_eq!(
+        gw.len(),
+        o * c * 9,
+        "winograd::weight_grad: 3x3 weight gradient size"
+    );
     if n == 0 {
         return;
     }
