@@ -131,6 +131,12 @@ fn weight_body<T: Real>(w: &[T], o: usize, c: usize, transpose: bool) -> Vec<T> 
 
 wide_fn!(fn weight_wide[T: Real]<T>(w: &[T], o: usize, c: usize, transpose: bool) -> Vec<T> = weight_body);
 
+/// Images per group: enough for [`WINO_COLS`] tiles of `tpi` each, at most the batch. A
+/// function of the shape only.
+fn group_images(n: usize, tpi: usize) -> usize {
+    WINO_COLS.div_ceil(tpi).clamp(1, n)
+}
+
 /// The convolution of `n` images `x` (`n × c × h × w`, standard layout) with the transformed
 /// weight `u` (from [`transform_weight`], `16 × o × c`), written to `y` (`n × o × h × w`, every
 /// entry overwritten). Groups of images run in parallel; see the module docs.
@@ -163,7 +169,7 @@ pub fn conv<T: Real>(
         return;
     }
     let tpi = (h / 2) * (w / 2);
-    let g = WINO_COLS.div_ceil(tpi).clamp(1, n);
+    let g = group_images(n, tpi);
     y.par_chunks_mut(g * o * h * w)
         .zip(x.par_chunks(g * c * h * w))
         .for_each_init(
@@ -228,7 +234,7 @@ pub fn weight_grad<T: Real>(
         return;
     }
     let tpi = (h / 2) * (w / 2);
-    let g = WINO_COLS.div_ceil(tpi).clamp(1, n);
+    let g = group_images(n, tpi);
     let n_groups = n.div_ceil(g);
     let lanes = n_groups.clamp(1, super::conv::LANES);
     let per = n_groups.div_ceil(lanes) * g; // images per lane
@@ -327,49 +333,60 @@ fn output_adjoint_body<T: Real>(dy: &[T], g: usize, o: usize, h: usize, w: usize
                     }
                 }
             }
-            // Column transform: ν0 = E, ν1 = E + O, ν2 = E - O, ν3 = -O.
+            // Column transform of the top and bottom rows, then the row transform.
             for half in 0..2 {
-                let (e, od) = (
-                    &split[2 * half * tpi..(2 * half + 1) * tpi],
-                    &split[(2 * half + 1) * tpi..(2 * half + 2) * tpi],
-                );
-                let out = &mut cols[4 * half * tpi..4 * (half + 1) * tpi];
-                let (c0, rest) = out.split_at_mut(tpi);
-                let (c1, rest) = rest.split_at_mut(tpi);
-                let (c2, c3) = rest.split_at_mut(tpi);
-                c0.copy_from_slice(e);
-                c1.iter_mut()
-                    .zip(e.iter().zip(od))
-                    .for_each(|(a, (&p, &q))| *a = p + q);
-                c2.iter_mut()
-                    .zip(e.iter().zip(od))
-                    .for_each(|(a, (&p, &q))| *a = p - q);
-                c3.iter_mut().zip(od).for_each(|(a, &q)| *a = -q);
+                let e = &split[2 * half * tpi..(2 * half + 1) * tpi];
+                let od = &split[(2 * half + 1) * tpi..(2 * half + 2) * tpi];
+                a_runs(e, od, &mut cols, |nu| (4 * half + nu) * tpi);
             }
-            // Row transform: ξ0 = T, ξ1 = T + B, ξ2 = T - B, ξ3 = -B.
             let col = oc * t + img * tpi;
             for nu in 0..4 {
                 let tr = &cols[nu * tpi..(nu + 1) * tpi];
                 let br = &cols[(4 + nu) * tpi..(5 + nu) * tpi];
-                for xi in 0..4 {
-                    let at = (xi * 4 + nu) * o * t + col;
-                    let out = &mut dm[at..at + tpi];
-                    match xi {
-                        0 => out.copy_from_slice(tr),
-                        1 => out
-                            .iter_mut()
-                            .zip(tr.iter().zip(br))
-                            .for_each(|(a, (&p, &q))| *a = p + q),
-                        2 => out
-                            .iter_mut()
-                            .zip(tr.iter().zip(br))
-                            .for_each(|(a, (&p, &q))| *a = p - q),
-                        _ => out.iter_mut().zip(br).for_each(|(a, &q)| *a = -q),
-                    }
-                }
+                a_runs(tr, br, dm, |xi| (xi * 4 + nu) * o * t + col);
             }
         }
     }
+}
+
+/// $B^\top$ applied across four runs of equal length, elementwise: writes $d_0-d_2$,
+/// $d_1+d_2$, $d_2-d_1$, $d_1-d_3$ to the runs of `out` starting at `at(0..4)`.
+#[inline(always)]
+fn bt_runs<T: Real>(d: [&[T]; 4], out: &mut [T], at: impl Fn(usize) -> usize) {
+    let n = d[0].len();
+    for (k, (i, j, add)) in [(0, 2, false), (1, 2, true), (2, 1, false), (1, 3, false)]
+        .into_iter()
+        .enumerate()
+    {
+        let (o, p, q) = (&mut out[at(k)..at(k) + n], &d[i][..n], &d[j][..n]);
+        if add {
+            o.iter_mut()
+                .zip(p.iter().zip(q))
+                .for_each(|(a, (&p, &q))| *a = p + q);
+        } else {
+            o.iter_mut()
+                .zip(p.iter().zip(q))
+                .for_each(|(a, (&p, &q))| *a = p - q);
+        }
+    }
+}
+
+/// $A$ ($4\times2$) applied across two runs of equal length, elementwise: writes $t$, $t+b$,
+/// $t-b$, $-b$ to the runs of `out` starting at `at(0..4)` (the adjoint of $A^\top$).
+#[inline(always)]
+fn a_runs<T: Real>(t: &[T], b: &[T], out: &mut [T], at: impl Fn(usize) -> usize) {
+    let n = t.len();
+    let run = |k: usize| at(k)..at(k) + n;
+    out[run(0)].copy_from_slice(t);
+    let o = &mut out[run(1)];
+    o.iter_mut()
+        .zip(t.iter().zip(b))
+        .for_each(|(a, (&p, &q))| *a = p + q);
+    let o = &mut out[run(2)];
+    o.iter_mut()
+        .zip(t.iter().zip(b))
+        .for_each(|(a, (&p, &q))| *a = p - q);
+    out[run(3)].iter_mut().zip(b).for_each(|(a, &q)| *a = -q);
 }
 
 /// $V_\xi$ for every channel and tile of `g` images: `v[ξ][c][tile]`, tiles in image, row,
@@ -421,28 +438,8 @@ fn input_body<T: Real>(
                 } else {
                     (&mut *cbe, r / 2 + 1)
                 };
-                let (e0, e1, o0, o1) = (&even[..tw], &even[1..], &odd[..tw], &odd[1..]);
-                for nu in 0..4 {
-                    let out = &mut dst[nu * half + slot * tw..nu * half + (slot + 1) * tw];
-                    match nu {
-                        0 => out
-                            .iter_mut()
-                            .zip(e0.iter().zip(e1))
-                            .for_each(|(a, (&p, &q))| *a = p - q),
-                        1 => out
-                            .iter_mut()
-                            .zip(o0.iter().zip(e1))
-                            .for_each(|(a, (&p, &q))| *a = p + q),
-                        2 => out
-                            .iter_mut()
-                            .zip(e1.iter().zip(o0))
-                            .for_each(|(a, (&p, &q))| *a = p - q),
-                        _ => out
-                            .iter_mut()
-                            .zip(o0.iter().zip(o1))
-                            .for_each(|(a, (&p, &q))| *a = p - q),
-                    }
-                }
+                let d = [&even[..tw], &odd[..tw], &even[1..], &odd[1..]];
+                bt_runs(d, dst, |nu| nu * half + slot * tw);
             }
             // Tile (ti, tj) reads padded rows 2ti..2ti+3: even rows ti, ti+1 and odd rows ti,
             // ti+1 of each parity, i.e. the runs [0, tpi) and [tw, tw + tpi).
@@ -452,29 +449,8 @@ fn input_body<T: Real>(
                     &cbe[nu * half..(nu + 1) * half],
                     &cbo[nu * half..(nu + 1) * half],
                 );
-                let (r0, r1, r2, r3) = (&e[..tpi], &o[..tpi], &e[tw..tw + tpi], &o[tw..tw + tpi]);
-                for (xi, op) in [(0usize, 0u8), (1, 1), (2, 2), (3, 3)] {
-                    let at = (xi * 4 + nu) * c * t + col;
-                    let out = &mut v[at..at + tpi];
-                    match op {
-                        0 => out
-                            .iter_mut()
-                            .zip(r0.iter().zip(r2))
-                            .for_each(|(a, (&p, &q))| *a = p - q),
-                        1 => out
-                            .iter_mut()
-                            .zip(r1.iter().zip(r2))
-                            .for_each(|(a, (&p, &q))| *a = p + q),
-                        2 => out
-                            .iter_mut()
-                            .zip(r2.iter().zip(r1))
-                            .for_each(|(a, (&p, &q))| *a = p - q),
-                        _ => out
-                            .iter_mut()
-                            .zip(r1.iter().zip(r3))
-                            .for_each(|(a, (&p, &q))| *a = p - q),
-                    }
-                }
+                let d = [&e[..tpi], &o[..tpi], &e[tw..tw + tpi], &o[tw..tw + tpi]];
+                bt_runs(d, v, |xi| (xi * 4 + nu) * c * t + col);
             }
         }
     }
@@ -560,68 +536,85 @@ mod tests {
     use super::*;
     use rand::{RngExt, SeedableRng};
 
-    /// Direct convolution, stride 1, padding 1, 3×3, in f64.
-    fn direct(x: &[f64], n: usize, c: usize, h: usize, w: usize, wt: &[f64], o: usize) -> Vec<f64> {
-        let mut y = vec![0.0; n * o * h * w];
+    /// Calls `f(x index, y index, weight index)` for every term
+    /// $W_{o,c,p,q}\,x_{n,c,i+p-1,j+q-1}$ of $y_{n,o,i,j}$ (stride 1, padding 1, 3×3) whose
+    /// input pixel is inside the image: the direct convolution and both its adjoints.
+    fn each_term(
+        (n, c, o, h, w): (usize, usize, usize, usize, usize),
+        mut f: impl FnMut(usize, usize, usize),
+    ) {
         for img in 0..n {
             for oc in 0..o {
                 for i in 0..h {
                     for j in 0..w {
-                        let mut s = 0.0;
+                        let yi = ((img * o + oc) * h + i) * w + j;
                         for ch in 0..c {
                             for p in 0..3 {
                                 for q in 0..3 {
-                                    let (a, b) =
-                                        (i as isize + p as isize - 1, j as isize + q as isize - 1);
-                                    if a >= 0 && b >= 0 && (a as usize) < h && (b as usize) < w {
-                                        s += wt[((oc * c + ch) * 3 + p) * 3 + q]
-                                            * x[((img * c + ch) * h + a as usize) * w + b as usize];
+                                    let (a, b) = ((i + p).wrapping_sub(1), (j + q).wrapping_sub(1));
+                                    if a < h && b < w {
+                                        let xi = ((img * c + ch) * h + a) * w + b;
+                                        f(xi, yi, ((oc * c + ch) * 3 + p) * 3 + q);
                                     }
                                 }
                             }
                         }
-                        y[((img * o + oc) * h + i) * w + j] = s;
                     }
                 }
             }
         }
-        y
     }
 
-    /// Forward and input-gradient transforms against the direct sums, in f64 (to 1e-12
-    /// relative to the largest output) and f32 (to 1e-5), on shapes with one and several
-    /// images per group and non-square images.
+    /// Largest |a - b| relative to the largest |b|.
+    fn rel_err<A: Copy + Into<f64>>(a: &[A], b: &[f64]) -> f64 {
+        let scale = b.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let err = a
+            .iter()
+            .zip(b)
+            .fold(0.0f64, |m, (&p, q)| m.max((p.into() - q).abs()));
+        err / scale
+    }
+
+    /// Forward, input-gradient and weight-gradient transforms against the direct sums, in f64
+    /// (to 1e-12 relative to the largest entry) and, forward, f32 (to 1e-5), on shapes with one
+    /// and several images per group, several lanes, and non-square images.
     #[test]
     fn winograd_matches_the_direct_convolution() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
         // (7, 4, 3, 32, 32): one image per group, 7 groups in 4 lanes of 2, 2, 2 and 1.
-        for &(n, c, o, h, w) in &[
+        for &dims in &[
             (1, 2, 3, 2, 2),
             (3, 5, 4, 4, 6),
             (5, 16, 8, 8, 8),
             (2, 3, 2, 32, 30),
             (7, 4, 3, 32, 32),
         ] {
-            let x: Vec<f64> = (0..n * c * h * w)
-                .map(|_| rng.random::<f64>() * 2.0 - 1.0)
-                .collect();
-            let wt: Vec<f64> = (0..o * c * 9)
-                .map(|_| rng.random::<f64>() * 2.0 - 1.0)
-                .collect();
-            let want = direct(&x, n, c, h, w, &wt, o);
-            let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            let (n, c, o, h, w) = dims;
+            let mut uniform = |len: usize| -> Vec<f64> {
+                (0..len).map(|_| rng.random::<f64>() * 2.0 - 1.0).collect()
+            };
+            let (x, wt, dy) = (
+                uniform(n * c * h * w),
+                uniform(o * c * 9),
+                uniform(n * o * h * w),
+            );
+            let (mut want_y, mut want_dx, mut want_gw) = (
+                vec![0.0; n * o * h * w],
+                vec![0.0; n * c * h * w],
+                vec![0.25; o * c * 9],
+            );
+            each_term(dims, |xi, yi, wi| {
+                want_y[yi] += wt[wi] * x[xi];
+                want_dx[xi] += wt[wi] * dy[yi];
+                want_gw[wi] += dy[yi] * x[xi];
+            });
+
             let u = transform_weight(&wt, o, c, false);
             let mut y = vec![f64::NAN; n * o * h * w];
             conv(&x, n, c, h, w, &u, o, &mut y);
-            let err = y
-                .iter()
-                .zip(&want)
-                .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
-            assert!(
-                err <= 1e-12 * scale,
-                "f64 forward {n} {c} {o} {h} {w}: {err}"
-            );
-            // f32
+            let err = rel_err(&y, &want_y);
+            assert!(err <= 1e-12, "f64 forward {dims:?}: {err}");
+
             let (x32, w32): (Vec<f32>, Vec<f32>) = (
                 x.iter().map(|&v| v as f32).collect(),
                 wt.iter().map(|&v| v as f32).collect(),
@@ -629,96 +622,21 @@ mod tests {
             let u32_ = transform_weight(&w32, o, c, false);
             let mut y32 = vec![f32::NAN; n * o * h * w];
             conv(&x32, n, c, h, w, &u32_, o, &mut y32);
-            let err = y32
-                .iter()
-                .zip(&want)
-                .fold(0.0f64, |m, (&a, b)| m.max((a as f64 - b).abs()));
-            assert!(
-                err <= 1e-5 * scale,
-                "f32 forward {n} {c} {o} {h} {w}: {err}"
-            );
-            // The input gradient: for dy, dx = Σ_o rot(g_oc) ⋆ dy_o, i.e. the adjoint of the
-            // forward map: <conv(x), dy> = <x, conv_t(dy)>.
-            let dy: Vec<f64> = (0..n * o * h * w)
-                .map(|_| rng.random::<f64>() - 0.5)
-                .collect();
+            let err = rel_err(&y32, &want_y);
+            assert!(err <= 1e-5, "f32 forward {dims:?}: {err}");
+
+            // The input gradient is the convolution of dy with the rotated, transposed kernel.
             let ut = transform_weight(&wt, o, c, true);
             let mut dx = vec![f64::NAN; n * c * h * w];
             conv(&dy, n, o, h, w, &ut, c, &mut dx);
-            // The adjoint of `direct`, entry by entry.
-            let mut want_dx = vec![0.0; n * c * h * w];
-            for img in 0..n {
-                for oc in 0..o {
-                    for i in 0..h {
-                        for j in 0..w {
-                            let g = dy[((img * o + oc) * h + i) * w + j];
-                            for ch in 0..c {
-                                for p in 0..3 {
-                                    for q in 0..3 {
-                                        let (a, b) = (
-                                            i as isize + p as isize - 1,
-                                            j as isize + q as isize - 1,
-                                        );
-                                        if a >= 0 && b >= 0 && (a as usize) < h && (b as usize) < w
-                                        {
-                                            want_dx[((img * c + ch) * h + a as usize) * w
-                                                + b as usize] +=
-                                                wt[((oc * c + ch) * 3 + p) * 3 + q] * g;
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-            let scale = want_dx.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-            let err = dx
-                .iter()
-                .zip(&want_dx)
-                .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
-            assert!(
-                err <= 1e-12 * scale,
-                "f64 input gradient {n} {c} {o} {h} {w}: {err}"
-            );
-            // The weight gradient Σ dy[o,i,j] x[c, i+p-1, j+q-1], accumulated onto 0.25.
-            let mut want_gw = vec![0.25; o * c * 9];
-            for img in 0..n {
-                for oc in 0..o {
-                    for i in 0..h {
-                        for j in 0..w {
-                            let gy = dy[((img * o + oc) * h + i) * w + j];
-                            for ch in 0..c {
-                                for p in 0..3 {
-                                    for q in 0..3 {
-                                        let (a, b) = (
-                                            i as isize + p as isize - 1,
-                                            j as isize + q as isize - 1,
-                                        );
-                                        if a >= 0 && b >= 0 && (a as usize) < h && (b as usize) < w
-                                        {
-                                            want_gw[((oc * c + ch) * 3 + p) * 3 + q] += gy
-                                                * x[((img * c + ch) * h + a as usize) * w
-                                                    + b as usize];
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
+            let err = rel_err(&dx, &want_dx);
+            assert!(err <= 1e-12, "f64 input gradient {dims:?}: {err}");
+
+            // The weight gradient, accumulated onto 0.25.
             let mut gw = vec![0.25; o * c * 9];
             weight_grad(&x, &dy, n, c, h, w, o, &mut gw);
-            let scale = want_gw.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-            let err = gw
-                .iter()
-                .zip(&want_gw)
-                .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
-            assert!(
-                err <= 1e-12 * scale,
-                "f64 weight gradient {n} {c} {o} {h} {w}: {err}"
-            );
+            let err = rel_err(&gw, &want_gw);
+            assert!(err <= 1e-12, "f64 weight gradient {dims:?}: {err}");
         }
     }
 
@@ -740,12 +658,8 @@ mod tests {
             conv.weight.grad.fill(0.125);
         }
         let close = |a: &[f64], b: &[f64], what: &str| {
-            let scale = b.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-            let err = a
-                .iter()
-                .zip(b)
-                .fold(0.0f64, |m, (p, q)| m.max((p - q).abs()));
-            assert!(err <= 1e-12 * scale, "{what}: {err} vs scale {scale}");
+            let err = rel_err(a, b);
+            assert!(err <= 1e-12, "{what}: {err}");
         };
         let (yw, yg) = (wino.forward(x.clone()), gemm.forward(x.clone()));
         close(yw.as_slice().unwrap(), yg.as_slice().unwrap(), "output");
