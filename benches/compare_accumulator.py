@@ -179,7 +179,10 @@ class Blocked:
             return
         self.fill = 0
         x, y, oh = self.buf[:n], self.lab[:n], self.oh[:, :n]
-        oh.fill(0.0) if self.xp is np else oh.zero_()
+        if self.xp is np:
+            oh.fill(0.0)
+        else:
+            oh.zero_()
         oh[y, self.ar[:n]] = 1.0
         cnt = oh.sum(1)
         nu = (oh @ x) / cnt.clip(min=1.0)[:, None]
